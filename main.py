@@ -1,0 +1,462 @@
+"""Model inversion on MNIST: train the provider's classifier, then attack it with a conditional DCGAN.
+
+    python main.py                      # the whole experiment on defaults
+    python main.py --variant blog       # the article's algorithm, defects included
+    python main.py --resume runs/X      # continue an interrupted run
+    python main.py --evaluate runs/X    # recompute a finished run's metrics
+"""
+import argparse
+import datetime
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import bf_mnist as bfm
+
+REPO = Path(__file__).resolve().parent
+RESULTS = "results.json"
+CONFIG = "config.json"
+
+
+# ---------------------------------------------------------------------------
+# flags
+# ---------------------------------------------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def str2bool(text):
+    """true/false/1/0/yes/no -> bool (argparse's type=bool takes 'False' as True)."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "y", "t"):
+        return True
+    if value in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false/1/0/yes/no, got {text!r}")
+
+
+def positive_int(text):
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser():
+    """All flags of main.py; the article's names are kept."""
+    p = OneLineParser(description="Model inversion of an MNIST classifier with a conditional DCGAN.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default=str(REPO / "Data" / "MNIST"),
+                   help="ImageFolder tree with train/ val/ test/; prepared from MNIST when missing or empty")
+    p.add_argument("--run_dir", default=None,
+                   help="folder of this run's outputs (default: runs/<YYYYmmdd-HHMMSS> in the repository)")
+    p.add_argument("--model_dir", default=None, help="checkpoints (default: RUN_DIR/models)")
+    p.add_argument("--sample_dir", default=None, help="sample grids (default: RUN_DIR/samples)")
+    p.add_argument("--log_dir", default=None, help="TensorBoard event files (default: RUN_DIR/tensorboard)")
+    p.add_argument("--batch_size", type=positive_int, default=200,
+                   help="batch size of the target model, and of the GAN in the blog variant")
+    p.add_argument("--gan_batch_size", type=positive_int, default=None,
+                   help="GAN batch size (default: --batch_size for blog, the recipe's 64 for corrected)")
+    p.add_argument("--dim_initial_vec", type=positive_int, default=100, help="size of the noise z")
+    p.add_argument("--epochs_target_model", type=positive_int, default=3, help="target model epochs")
+    p.add_argument("--epochs_gan", type=positive_int, default=8, help="GAN epochs over the auxiliary images")
+    p.add_argument("--ngpu", type=int, default=1, help="GPUs to use; 0 runs on the CPU")
+    p.add_argument("--devicen", type=int, default=0, help="index of the (first) CUDA device")
+    p.add_argument("--training_flag", type=str2bool, default=True,
+                   help="train the target model (true) or load --train_model_dir (false)")
+    p.add_argument("--train_model_dir", default=None,
+                   help="target checkpoint to load when --training_flag false (a target_best.pt, or a run "
+                        "folder / models folder holding one)")
+    p.add_argument("--variant", choices=("corrected", "blog"), default="corrected",
+                   help="the working attack, or the article's algorithm with its defects")
+    p.add_argument("--aux_split", choices=("test", "val"), default="test",
+                   help="the attacker's auxiliary images (unlabelled; the target labels them)")
+    p.add_argument("--seed", type=int, default=1, help="seed of everything in the run")
+    p.add_argument("--n_eval_per_class", type=positive_int, default=100,
+                   help="generated samples per class for the attack metrics")
+    p.add_argument("--checkpoint_every", type=positive_int, default=1,
+                   help="write models/gan_last.pt every N GAN epochs (and at the end)")
+    p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint, with its own config")
+    return p
+
+
+def validate_args(args):
+    """Checks argparse cannot express; each failure is one UserError sentence."""
+    if args.ngpu < 0:
+        raise bfm.UserError(f"--ngpu must be 0 or more, got {args.ngpu}")
+    if not args.training_flag and not args.train_model_dir:
+        raise bfm.UserError("--training_flag false needs --train_model_dir PATH (a target_best.pt "
+                            "written by an earlier run)")
+
+
+# ---------------------------------------------------------------------------
+# run folder
+# ---------------------------------------------------------------------------
+
+def resolve_paths(args):
+    """Run folder and its parts as absolute paths."""
+    run_dir = Path(args.run_dir) if args.run_dir else REPO / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir.resolve()
+    return {"run": run_dir,
+            "models": Path(args.model_dir).resolve() if args.model_dir else run_dir / "models",
+            "samples": Path(args.sample_dir).resolve() if args.sample_dir else run_dir / "samples",
+            "tensorboard": Path(args.log_dir).resolve() if args.log_dir else run_dir / "tensorboard"}
+
+
+def make_run_dirs(paths):
+    """Create the run's folders, or say in one sentence why they cannot be."""
+    for key, path in paths.items():
+        if path.exists() and not path.is_dir():
+            raise bfm.UserError(f"{path} is a file, not a folder; pass another --run_dir")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise bfm.UserError(f"cannot write to {path} ({exc.strerror}); pass a writable --run_dir") from None
+
+
+def refuse_existing_run(run_dir):
+    """A folder that already holds a run is never overwritten."""
+    for name in (RESULTS, CONFIG):
+        if (run_dir / name).exists():
+            raise bfm.UserError(f"{run_dir} already holds a run ({name}); continue it with --resume {run_dir} "
+                                "or choose a new --run_dir")
+
+
+def load_run_config(run_dir, flag):
+    """The config.json of an earlier run, as a dict."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise bfm.UserError(f"{flag} {run_dir}: no {CONFIG} there; pass a run folder written by main.py")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise bfm.UserError(f"{path} is not readable JSON; pass a run folder written by main.py") from None
+
+
+def run_config(args, paths, device):
+    """Everything that defines the run, written to config.json and into checkpoints."""
+    flags = {k: v for k, v in vars(args).items() if k != "resume"}
+    flags["gan_batch_size"] = gan_batch_size(args)
+    flags["run_dir"] = str(paths["run"])
+    for key in ("model_dir", "sample_dir", "log_dir"):
+        flags[key] = str(paths[{"model_dir": "models", "sample_dir": "samples", "log_dir": "tensorboard"}[key]])
+    flags["data_dir"] = str(Path(args.data_dir).resolve())
+    return {"flags": flags, "seed": args.seed, "device": str(device),
+            "recipe": bfm.default_recipe() if args.variant == "corrected" else None,
+            "versions": {"torch": str(torch.__version__), "torchvision": str(_torchvision_version()),
+                         "python": sys.version.split()[0]}}
+
+
+def _torchvision_version():
+    import torchvision
+    return torchvision.__version__
+
+
+def gan_batch_size(args):
+    """The GAN's batch: --gan_batch_size, else the blog's --batch_size or the corrected recipe's."""
+    if args.gan_batch_size:
+        return args.gan_batch_size
+    return args.batch_size if args.variant == "blog" else bfm.default_recipe()["batch_size"]
+
+
+class Logger:
+    """TensorBoard writes held back until the checkpoint they belong to is on disk.
+
+    A resumed run then re-logs exactly the epochs it recomputes: no duplicated or missing points.
+    """
+
+    def __init__(self, log_dir):
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(str(log_dir))
+        self.pending = []
+
+    def scalar(self, tag, value, step):
+        self.pending.append(("scalar", tag, value, step))
+
+    def image(self, tag, image, step):
+        self.pending.append(("image", tag, image, step))
+
+    def commit(self):
+        for kind, tag, value, step in self.pending:
+            if kind == "scalar":
+                self.writer.add_scalar(tag, value, step)
+            else:
+                self.writer.add_image(tag, value, step)
+        self.pending.clear()
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------
+# stage 1: the provider's target model
+# ---------------------------------------------------------------------------
+
+def train_target_stage(cfg, data, paths, device, logger):
+    """Train f (resumable per epoch); keep and return the best-by-val weights."""
+    flags = cfg["flags"]
+    last_path, best_path = paths["models"] / "target_last.pt", paths["models"] / "target_best.pt"
+    bfm.set_seed(cfg["seed"])
+    model = bfm.TargetModel().to(device)
+    optimizer = torch.optim.Adam(model.parameters())
+    start, best_val, seconds = 0, -1.0, 0.0
+    if last_path.is_file():
+        state = bfm.load_checkpoint(last_path, "target_state")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best_val, seconds = state["epoch"], state["best_val"], state["seconds"]
+        bfm.set_rng_state(state["rng"])
+        print(f"resuming the target model after epoch {start}")
+    train_model = bfm.maybe_data_parallel(model, device, flags["ngpu"])
+    (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
+    for epoch in range(start + 1, flags["epochs_target_model"] + 1):
+        t0 = time.time()
+        loss, acc = bfm.train_classifier_epoch(train_model, optimizer, x_train, y_train, flags["batch_size"],
+                                               device, flags["dry_run"], desc=f"target {epoch}")
+        check_finite(loss, f"target model loss at epoch {epoch}", last_path)
+        val = bfm.classifier_accuracy(model, x_val, y_val, dry_run=flags["dry_run"])
+        seconds += time.time() - t0
+        if val > best_val:
+            best_val = val
+            bfm.save_atomic({"kind": "target", "model": model.state_dict(), "epoch": epoch,
+                             "val_accuracy": val, "config": cfg}, best_path)
+        bfm.save_atomic({"kind": "target_state", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "epoch": epoch, "best_val": best_val, "seconds": seconds, "rng": bfm.rng_state()},
+                        last_path)
+        for tag, value in (("train_loss", loss), ("train_accuracy", acc), ("val_accuracy", val)):
+            logger.scalar(f"target/{tag}", value, epoch)
+        logger.commit()
+        print(f"target epoch {epoch}/{flags['epochs_target_model']}: loss {loss:.4f} "
+              f"train acc {acc:.4f} val acc {val:.4f} (best {best_val:.4f})")
+    best = bfm.load_checkpoint(best_path, "target")
+    model.load_state_dict(best["model"])
+    return model.eval(), best["val_accuracy"], seconds
+
+
+def find_target_checkpoint(path):
+    """--train_model_dir may name the file, a models/ folder or a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "target_best.pt", path / "models" / "target_best.pt"):
+            if candidate.is_file():
+                return candidate
+        raise bfm.UserError(f"--train_model_dir {path} holds no target_best.pt; pass the file written by main.py")
+    return path
+
+
+def load_target_stage(flags, paths, device):
+    """Load the provider's model from --train_model_dir instead of training it."""
+    source = find_target_checkpoint(flags["train_model_dir"])
+    ckpt = bfm.load_checkpoint(source, "target", what="--train_model_dir")
+    model = bfm.TargetModel()
+    bfm.load_state_strict(model, ckpt["model"], source, "--train_model_dir")
+    dest = paths["models"] / "target_best.pt"
+    if source.resolve() != dest.resolve():
+        shutil.copyfile(source, dest)  # the run folder stays self-contained
+    print(f"loaded the target model from {source} (val accuracy {ckpt['val_accuracy']:.4f})")
+    return model.to(device).eval(), ckpt["val_accuracy"]
+
+
+def check_finite(value, what, checkpoint):
+    """Stop with one sentence when a loss is NaN or infinite; the last checkpoint stays as it was."""
+    if not math.isfinite(value):
+        raise bfm.UserError(f"{what} is {value}: training diverged; the last good checkpoint {checkpoint} "
+                            "is kept (lower the learning rate or change --seed, then run again)")
+
+
+# ---------------------------------------------------------------------------
+# stage 2: the attacker's conditional GAN
+# ---------------------------------------------------------------------------
+
+def gan_checkpoint(g, d, opt_g, opt_d, epoch, cfg, history, queries, seconds):
+    return {"kind": "gan", "g": bfm.unwrap(g).state_dict(), "d": bfm.unwrap(d).state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": epoch, "config": cfg,
+            "history": history, "queries": queries, "seconds": seconds, "rng": bfm.rng_state()}
+
+
+def attack_metrics_epoch(g, target, evaluator, noise, requested, variant):
+    """Accuracy of the requested class as judged by the target and by the evaluator."""
+    images = bfm.generator_images(g, requested, noise, variant)
+    acc_t, per_t = bfm.accuracy_by_class(bfm.predict_labels(target, images), requested)
+    out = {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t}
+    if evaluator is not None:
+        acc_e, per_e = bfm.accuracy_by_class(bfm.predict_labels(evaluator, images), requested)
+        out.update(accuracy_by_evaluator=acc_e, per_class_accuracy_by_evaluator=per_e)
+    return out, images
+
+
+def save_grid(images, path):
+    """10x10 grid (row r = class r) of images in [0, 1], 302x302 px; returns the grid tensor."""
+    from torchvision.utils import make_grid, save_image
+    grid = make_grid(images, nrow=10, padding=2)
+    save_image(grid, str(path))
+    return grid
+
+
+def train_gan_stage(cfg, aux, oracle, target, evaluator, paths, device, logger):
+    """Train G and D (resumable per checkpoint); returns (g, history, seconds)."""
+    flags = cfg["flags"]
+    variant, nz = flags["variant"], flags["dim_initial_vec"]
+    recipe = dict(cfg["recipe"] or {}, batch_size=flags["gan_batch_size"])
+    last_path = paths["models"] / "gan_last.pt"
+    bfm.set_seed(cfg["seed"] + 1)
+    g, d = bfm.Generator(input_dim=nz).to(device), bfm.Discriminator().to(device)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, variant, recipe)
+    start, history, seconds = 0, [], 0.0
+    if last_path.is_file():
+        ckpt = bfm.load_checkpoint(last_path, "gan")
+        g.load_state_dict(ckpt["g"])
+        d.load_state_dict(ckpt["d"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        start, history, seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
+        oracle.queries = ckpt["queries"]
+        bfm.set_rng_state(ckpt["rng"])
+        print(f"resuming the GAN after epoch {start}")
+    g_train = bfm.maybe_data_parallel(g, device, flags["ngpu"])
+    d_train = bfm.maybe_data_parallel(d, device, flags["ngpu"])
+    grid_noise = bfm.fixed_noise(100, nz, cfg["seed"] + 2, device)
+    eval_noise = bfm.fixed_noise(bfm.N_CLASSES * flags["n_eval_per_class"], nz, cfg["seed"] + 3, device)
+    eval_requested = bfm.grid_labels(flags["n_eval_per_class"])
+    aux_images, aux_labels = aux
+    epochs = flags["epochs_gan"]
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.time()
+        if variant == "blog":
+            loss_g, loss_d = bfm.gan_epoch_blog(g_train, d_train, opt_g, opt_d, aux_images, aux_labels, oracle,
+                                                nz, flags["gan_batch_size"], device, flags["dry_run"])
+        else:
+            loss_g, loss_d = bfm.gan_epoch_corrected(g_train, d_train, opt_g, opt_d, aux_images, aux_labels,
+                                                     nz, device, recipe, flags["dry_run"])
+        seconds += time.time() - t0
+        for name, value in (("G", loss_g), ("D", loss_d)):
+            check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
+        metrics, _ = attack_metrics_epoch(g, target, evaluator, eval_noise, eval_requested, variant)
+        grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10), grid_noise, variant),
+                         paths["samples"] / f"epoch_{epoch:03d}.png")
+        history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d,
+                        **{k: v for k, v in metrics.items() if not k.startswith("per_class")}})
+        logger.scalar("gan/loss_g", loss_g, epoch)
+        logger.scalar("gan/loss_d", loss_d, epoch)
+        for key in ("accuracy_by_target", "accuracy_by_evaluator"):
+            if key in metrics:
+                logger.scalar(f"attack/{key}", metrics[key], epoch)
+        logger.image("samples", grid, epoch)
+        if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
+            bfm.save_atomic(gan_checkpoint(g, d, opt_g, opt_d, epoch, cfg, history, oracle.queries, seconds),
+                            last_path)
+            logger.commit()
+        if epoch % 10 == 0:
+            bfm.save_atomic({"kind": "gan_weights", "g": g.state_dict(), "d": d.state_dict(), "epoch": epoch,
+                             "config": cfg}, paths["models"] / f"gan_epoch_{epoch:03d}.pt")
+        summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items()
+                           if not k.startswith("per_class"))
+        print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
+    return g, history, seconds
+
+
+# ---------------------------------------------------------------------------
+# the whole run
+# ---------------------------------------------------------------------------
+
+def load_data(data_dir):
+    """Prepare (if needed) and load every split as uint8 tensors."""
+    bfm.prepare_data(data_dir)
+    return {split: bfm.load_split(data_dir, split) for split in bfm.SPLITS}
+
+
+def run(args):
+    """Train the target, attack it, evaluate; everything lands in the run folder."""
+    if args.resume:
+        saved = load_run_config(args.resume, "--resume")
+        if (Path(args.resume) / RESULTS).exists():
+            raise bfm.UserError(f"{args.resume} is already finished ({RESULTS} is there); start a new run "
+                                "with another --run_dir")
+        args = argparse.Namespace(**dict(saved["flags"], resume=args.resume))
+    validate_args(args)
+    paths = resolve_paths(args)
+    if not args.resume:
+        refuse_existing_run(paths["run"])
+    make_run_dirs(paths)
+    device = bfm.select_device(args.ngpu, args.devicen)
+    print(f"device: {device}")
+    cfg = run_config(args, paths, device)
+    if not args.resume:
+        bfm.write_json_atomic(cfg, paths["run"] / CONFIG)
+    flags = cfg["flags"]
+    logger = Logger(paths["tensorboard"])
+    try:
+        seconds = {}
+        t0 = time.time()
+        data = load_data(Path(flags["data_dir"]))
+        seconds["data"] = time.time() - t0
+
+        if flags["training_flag"]:
+            target, val_acc, seconds["target"] = train_target_stage(cfg, data, paths, device, logger)
+        else:
+            t0 = time.time()
+            target, val_acc = load_target_stage(flags, paths, device)
+            seconds["target"] = time.time() - t0
+        test_acc = bfm.classifier_accuracy(target, *data["test"], dry_run=flags["dry_run"])
+        print(f"target model: val accuracy {val_acc:.4f}, test accuracy {test_acc:.4f}")
+
+        # The attacker labels its auxiliary images through the API, once.
+        oracle = bfm.LabelOracle(target)
+        aux_images = data[flags["aux_split"]][0]
+        aux_labels = oracle(bfm.to_unit(aux_images))
+        g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), oracle, target, None,
+                                                     paths, device, logger)
+
+        requested = bfm.grid_labels(flags["n_eval_per_class"])
+        noise = bfm.fixed_noise(len(requested), flags["dim_initial_vec"], cfg["seed"] + 3, device)
+        final, _ = attack_metrics_epoch(g, target, None, noise, requested, flags["variant"])
+        save_grid(bfm.generator_images(g, bfm.grid_labels(10),
+                                       bfm.fixed_noise(100, flags["dim_initial_vec"], cfg["seed"] + 2, device),
+                                       flags["variant"]), paths["samples"] / "final_grid.png")
+        results = {"target": {"val_accuracy": val_acc, "test_accuracy": test_acc},
+                   "attack": {"variant": flags["variant"], "queries": oracle.queries, **final},
+                   "history": history,
+                   "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+        bfm.write_json_atomic(results, paths["run"] / RESULTS)
+        print(f"attack accuracy judged by the target: {final['accuracy_by_target']:.3f}; "
+              f"results in {paths['run'] / RESULTS}")
+    finally:
+        logger.close()
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except bfm.UserError as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = f" --resume {args.resume or args.run_dir}" if (args.resume or args.run_dir) else " --resume RUN_DIR"
+        print(f"main.py: interrupted; the last checkpoint is intact, continue with python main.py{where}",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
