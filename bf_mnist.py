@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -374,11 +375,11 @@ def to_unit(images_uint8):
     return images_uint8.unsqueeze(1).float().div_(255)
 
 
-def batch_indices(n, batch_size, shuffle, dry_run=False):
-    """Index tensors of the mini-batches of one epoch (only the first one when dry_run)."""
+def batch_indices(n, batch_size, shuffle, max_batches=None):
+    """Index tensors of the mini-batches of one epoch (the first max_batches of them, if given)."""
     order = torch.randperm(n) if shuffle else torch.arange(n)
     batches = list(order.split(batch_size))
-    return batches[:1] if dry_run else batches
+    return batches[:max_batches] if max_batches else batches
 
 
 # ---------------------------------------------------------------------------
@@ -513,12 +514,12 @@ def unwrap(model):
 # classifiers: training and evaluation
 # ---------------------------------------------------------------------------
 
-def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, dry_run=False,
+def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches=None,
                            augment=None, desc="train"):
     """One epoch of cross-entropy training on uint8 images; returns (mean loss, accuracy) over samples."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for idx in tqdm.tqdm(batch_indices(len(images), batch_size, True, dry_run), desc=desc, leave=False):
+    for idx in tqdm.tqdm(batch_indices(len(images), batch_size, True, max_batches), desc=desc, leave=False):
         x = to_unit(images[idx]).to(device, non_blocking=True)
         y = labels[idx].to(device, non_blocking=True)
         if augment is not None:
@@ -534,7 +535,7 @@ def train_classifier_epoch(model, optimizer, images, labels, batch_size, device,
     return total_loss / seen, correct / seen
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the labels condition G and D, whose forward is tracked by autograd
 def predict_labels(model, images01, batch_size=1000):
     """Predicted labels of float images in [0, 1] (N, 1, 28, 28), in eval mode."""
     was_training = model.training
@@ -545,10 +546,10 @@ def predict_labels(model, images01, batch_size=1000):
     return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.int64)
 
 
-def classifier_accuracy(model, images, labels, batch_size=1000, dry_run=False):
-    """Accuracy of model on uint8 images (only the first batch when dry_run)."""
-    if dry_run:
-        images, labels = images[:batch_size], labels[:batch_size]
+def classifier_accuracy(model, images, labels, batch_size=1000, max_batches=None):
+    """Accuracy of model on uint8 images (on the first max_batches batches, if given)."""
+    if max_batches:
+        images, labels = images[:batch_size * max_batches], labels[:batch_size * max_batches]
     pred = torch.cat([predict_labels(model, to_unit(images[i:i + batch_size]), batch_size)
                       for i in range(0, len(images), batch_size)])
     return (pred == labels).float().mean().item()
@@ -576,13 +577,25 @@ BLOG_WARMUP_ITERS = 50  # iterations 1..49 of each epoch use uniform random targ
 def make_gan_optimizers(g, d, variant, recipe):
     """Adam for G and D: the article's settings for 'blog', the recipe's for 'corrected'."""
     if variant == "blog":
-        return (torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9)),
-                torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.9)))
-    return (torch.optim.Adam(g.parameters(), lr=recipe["lr_g"], betas=tuple(recipe["betas"])),
-            torch.optim.Adam(d.parameters(), lr=recipe["lr_d"], betas=tuple(recipe["betas"])))
+        return (_adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9)),
+                _adam(d.parameters(), lr=4e-4, betas=(0.0, 0.9)))
+    betas = tuple(recipe["betas"])
+    # Adam moves every weight by about lr per step, so a layer's output moves with its fan-in: D's
+    # Linear(7272 -> 6272) would move ~14x faster than its convolutions. Its rate is scaled down.
+    big = unwrap(d).concat_block.parameters()
+    big_ids = {id(p) for p in unwrap(d).concat_block.parameters()}
+    rest = [p for p in d.parameters() if id(p) not in big_ids]
+    return (_adam(g.parameters(), lr=recipe["lr_g"], betas=betas),
+            _adam([{"params": rest}, {"params": list(big), "lr": recipe["lr_d"] * recipe["lr_d_linear_scale"]}],
+                  lr=recipe["lr_d"], betas=betas))
 
 
-def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch_size, device, dry_run=False):
+def _adam(params, lr, betas):
+    """Adam with the fused kernel: one pass over D's 46M weights instead of several."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch_size, device, max_batches=None):
     """One epoch of the article's algorithm, defects kept: returns (mean G loss, mean D loss).
 
     Reals stay in [0, 1] against Tanh fakes, D judges a fake with f's label of that fake,
@@ -592,7 +605,7 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch
     g.train()
     d.train()
     losses_g, losses_d = [], []
-    for it, idx in enumerate(tqdm.tqdm(batch_indices(len(aux_images), batch_size, True, dry_run),
+    for it, idx in enumerate(tqdm.tqdm(batch_indices(len(aux_images), batch_size, True, max_batches),
                                        desc="gan(blog)", leave=False), start=1):
         real = to_unit(aux_images[idx]).to(device, non_blocking=True)
         y_real = one_hot(aux_labels[idx].to(device, non_blocking=True))
@@ -611,10 +624,12 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch
             opt_d.step()
             losses_d.append(loss_d.item())
         else:
-            # D is not stepped on odd iterations; draw the random numbers the article draws anyway
+            # D is not stepped on odd iterations, but the article still draws these random numbers
+            # and runs G in train mode on the fake (which moves G's BatchNorm running statistics)
             if it < BLOG_WARMUP_ITERS:
                 torch.rand(n, device=device)
-            torch.randn(n, nz, 1, 1, device=device)
+            with torch.no_grad():
+                g(torch.randn(n, nz, 1, 1, device=device), y_real)
         # G step: minimise -log D(G(z, y), f(G(z, y)))
         z = torch.randn(n, nz, 1, 1, device=device)
         fake = g(z, y_real)
@@ -641,16 +656,16 @@ def _g_loss_through_frozen_d(d, fake, y_onehot, loss):
 
 def default_recipe():
     """The corrected variant's training settings (see README: how they were chosen)."""
-    return {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "batch_size": 64,
-            "d_steps": 1, "real_label": 0.9, "mismatch_weight": 1.0, "translate": 0}
+    return {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "lr_d_linear_scale": 1.0, "betas": [0.5, 0.999],
+            "batch_size": 64, "d_steps": 1, "real_label": 0.9, "mismatch_weight": 1.0, "translate": 0}
 
 
-def _translate(x, max_shift):
-    """DiffAugment-style random translation by up to max_shift pixels, zero (= -1 after scaling) padding."""
+def _translate(x, max_shift, fill=-1.0):
+    """Random translation of each image by up to max_shift pixels, padding with fill (background)."""
     if max_shift <= 0:
         return x
     n = x.shape[0]
-    pad = F.pad(x, [max_shift] * 4, value=-1.0)
+    pad = F.pad(x, [max_shift] * 4, value=fill)
     sx = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
     sy = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device)
     rows = torch.arange(IMAGE_SIZE, device=x.device)[None, :] + sy[:, None]  # (n, 28)
@@ -659,7 +674,7 @@ def _translate(x, max_shift):
     return pad[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (n, 1, 28, 28)
 
 
-def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, recipe, dry_run=False):
+def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, recipe, max_batches=None):
     """One epoch of the corrected attack: returns (mean G loss, mean D loss).
 
     Reals are scaled to [-1, 1] like G's Tanh output, D judges (G(z, y), y) with y drawn from the
@@ -669,21 +684,25 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
     g.train()
     d.train()
     losses_g, losses_d = [], []
-    batches = batch_indices(len(aux_images), recipe["batch_size"], True, dry_run)
+    batches = batch_indices(len(aux_images), recipe["batch_size"], True, max_batches)
     for step, idx in enumerate(tqdm.tqdm(batches, desc="gan(corrected)", leave=False)):
         real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
         labels = aux_labels[idx].to(device, non_blocking=True)
         n = len(idx)
-        y_real = one_hot(labels)
-        # D step: maximise log D(x', f(x')) + log(1 - D(G(z, y), y)) + log(1 - D(x', y_wrong))
-        z = torch.randn(n, nz, 1, 1, device=device)
+        y = one_hot(labels)
+        # D step: maximise log D(x', f(x')) + log(1 - D(G(z, y), y)) [+ log(1 - D(x', y_wrong))],
+        # all in one batch: one pass over D's big weight matrix instead of three
         with torch.no_grad():
-            fake = g(z, y_real)
-        loss_d = _d_loss(d, real, y_real, fake, y_real, recipe)
+            fake = g(torch.randn(n, nz, 1, 1, device=device), y)
+        xs, ys = [real, fake], [y, y]
         if recipe["mismatch_weight"] > 0:
             wrong = (labels + torch.randint(1, N_CLASSES, (n,), device=device)) % N_CLASSES
-            out = d(_translate(real, recipe["translate"]), one_hot(wrong))
-            loss_d = loss_d + recipe["mismatch_weight"] * _fake_term(out, recipe["loss"])
+            xs.append(real)
+            ys.append(one_hot(wrong))
+        out = d(_translate(torch.cat(xs), recipe["translate"]), torch.cat(ys))
+        loss_d = _real_term(out[:n], recipe) + _fake_term(out[n:2 * n], recipe["loss"])
+        if recipe["mismatch_weight"] > 0:
+            loss_d = loss_d + recipe["mismatch_weight"] * _fake_term(out[2 * n:], recipe["loss"])
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -691,9 +710,8 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
         if (step + 1) % recipe["d_steps"]:
             continue
         # G step: minimise -log D(G(z, y), y) (non-saturating) or -D(G(z, y), y) (hinge)
-        z = torch.randn(n, nz, 1, 1, device=device)
-        fake = g(z, y_real)
-        loss_g = _g_loss_through_frozen_d(d, _translate(fake, recipe["translate"]), y_real, recipe["loss"])
+        fake = g(torch.randn(n, nz, 1, 1, device=device), y)
+        loss_g = _g_loss_through_frozen_d(d, _translate(fake, recipe["translate"]), y, recipe["loss"])
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -701,20 +719,16 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
     return float(np.mean(losses_g)) if losses_g else float("nan"), float(np.mean(losses_d))
 
 
+def _real_term(out, recipe):
+    if recipe["loss"] == "hinge":
+        return F.relu(1 - out).mean()
+    return F.binary_cross_entropy_with_logits(out, torch.full_like(out, recipe["real_label"]))
+
+
 def _fake_term(out, loss):
     if loss == "hinge":
         return F.relu(1 + out).mean()
     return F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
-
-
-def _d_loss(d, real, y_real, fake, y_fake, recipe):
-    shift = recipe["translate"]
-    out_real = d(_translate(real, shift), y_real)
-    out_fake = d(_translate(fake, shift), y_fake)
-    if recipe["loss"] == "hinge":
-        return F.relu(1 - out_real).mean() + _fake_term(out_fake, "hinge")
-    target = torch.full_like(out_real, recipe["real_label"])
-    return F.binary_cross_entropy_with_logits(out_real, target) + _fake_term(out_fake, "bce")
 
 
 def generator_images(g, labels, noise, variant, batch_size=500):
@@ -752,3 +766,160 @@ def accuracy_by_class(pred, requested):
     per_class = [hit[requested == c].mean().item() if (requested == c).any() else float("nan")
                  for c in range(N_CLASSES)]
     return hit.mean().item(), per_class
+
+
+# ---------------------------------------------------------------------------
+# the experimenter's metrics: an independent evaluator, feature FID, KNN distance
+# ---------------------------------------------------------------------------
+
+EVALUATOR_EPOCHS = 3
+REFERENCE_PER_CLASS = 100
+
+
+def tensor_digest(*tensors):
+    """SHA-256 of tensors' bytes: ties a cached evaluator to the exact training data."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_evaluator(train, test, seed, device, epochs=EVALUATOR_EPOCHS, batch_size=128, dry_run=False):
+    """Train the evaluation classifier on the private train split; returns (model, test accuracy).
+
+    Its randomness is forked from the run's, so loading it from the cache or training it
+    leaves the attack's random streams unchanged.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = EvalClassifier().to(device)
+        steps = 1 if dry_run else epochs * math.ceil(len(train[0]) / batch_size)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+        stepper = _ScheduledOptimizer(optimizer, schedule)
+        for epoch in range(1 if dry_run else epochs):
+            loss, acc = train_classifier_epoch(model, stepper, *train, batch_size, device, 1 if dry_run else None,
+                                               augment=lambda x: _translate(x, 2, fill=0.0),
+                                               desc=f"evaluator {epoch + 1}")
+        model.eval()
+    return model, classifier_accuracy(model, *test, max_batches=1 if dry_run else None)
+
+
+class _ScheduledOptimizer:
+    """An optimizer whose step() also advances its learning-rate schedule."""
+
+    def __init__(self, optimizer, schedule):
+        self.optimizer, self.schedule = optimizer, schedule
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.optimizer.step()
+        self.schedule.step()
+
+
+@torch.no_grad()
+def evaluator_features(model, images01, batch_size=1000):
+    """Penultimate-layer features (N, 128) of float images in [0, 1]."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model.features(images01[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(images01), batch_size)])
+
+
+def _sqrtm_psd(c):
+    vals, vecs = torch.linalg.eigh(c)
+    return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
+
+
+def frechet_distance(mu1, cov1, mu2, cov2):
+    """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^1/2), in float64."""
+    mu1, cov1, mu2, cov2 = (t.double() for t in (mu1, cov1, mu2, cov2))
+    s1 = _sqrtm_psd(cov1)
+    m = s1 @ cov2 @ s1
+    cross = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2) ** 2).sum().item() + (torch.trace(cov1) + torch.trace(cov2) - 2 * cross).item()
+
+
+def feature_stats(feats):
+    """(mean, covariance) of features (N, D)."""
+    feats = feats.double()
+    return feats.mean(0), torch.cov(feats.T)
+
+
+def class_fid(gen_feats, gen_labels, ref_stats):
+    """Fréchet distance per class between generated features and the reference class statistics, averaged."""
+    dists = [frechet_distance(*feature_stats(gen_feats[gen_labels == c]), *ref_stats[c])
+             for c in range(N_CLASSES) if (gen_labels == c).sum() > 1]
+    return float(np.mean(dists))
+
+
+def knn_distance(gen_feats, gen_labels, ref_feats, ref_labels):
+    """Mean over generated samples of the smallest squared L2 distance to a reference sample of its class."""
+    mins = []
+    for c in range(N_CLASSES):
+        g, r = gen_feats[gen_labels == c].double(), ref_feats[ref_labels == c].double()
+        if len(g) and len(r):
+            mins.append(torch.cdist(g, r).min(1).values.pow(2))
+    return torch.cat(mins).mean().item()
+
+
+class Judge:
+    """The evaluator with the private train split's features: everything the metrics compare against."""
+
+    def __init__(self, model, train_feats, train_labels):
+        self.model = model
+        self.train_feats, self.train_labels = train_feats, train_labels
+        self.stats = [feature_stats(train_feats[train_labels == c]) for c in range(N_CLASSES)]
+
+    @torch.no_grad()
+    def metrics(self, images01, requested):
+        """Attack metrics of images in [0, 1] meant as the requested classes."""
+        feats = evaluator_features(self.model, images01)
+        pred = self.model.head(feats).argmax(1)
+        acc, per_class = accuracy_by_class(pred, requested)
+        return {"accuracy_by_evaluator": acc, "per_class_accuracy_by_evaluator": per_class,
+                "fid_evaluator": class_fid(feats, requested, self.stats),
+                "knn_dist": knn_distance(feats, requested, self.train_feats, self.train_labels)}
+
+
+def reference_rows(judge, test, per_class=REFERENCE_PER_CLASS, seed=0):
+    """The same metrics for held-out real test images (the ceiling) and uniform noise (the floor)."""
+    images, labels = test
+    pick = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(N_CLASSES)])
+    real = judge.metrics(to_unit(images[pick]), labels[pick])
+    requested = grid_labels(per_class)
+    noise = torch.rand(len(requested), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+    return {"real_test": _scalar_metrics(real), "uniform_noise": _scalar_metrics(judge.metrics(noise, requested))}
+
+
+def _scalar_metrics(m):
+    return {k: v for k, v in m.items() if not k.startswith("per_class")}
+
+
+def get_judge(path, train, test, seed, device, dry_run=False, log=print):
+    """Load the evaluator cached at path if it was trained on this train split with this seed, else train it."""
+    digest = tensor_digest(*train)
+    path = Path(path)
+    model = EvalClassifier()
+    if path.is_file():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if ckpt.get("kind") == "evaluator" and ckpt["seed"] == seed and ckpt["data"] == digest:
+                model.load_state_dict(ckpt["model"])
+                model.to(device).eval()
+                return Judge(model, ckpt["train_feats"], train[1]), ckpt
+        except Exception:
+            pass  # damaged or foreign: train again below
+    log(f"training the evaluation classifier (seed {seed}); it is cached at {path}")
+    model, test_acc = train_evaluator(train, test, seed, device, dry_run=dry_run)
+    judge = Judge(model, evaluator_features(model, to_unit(train[0])), train[1])
+    ckpt = {"kind": "evaluator", "seed": seed, "data": digest, "model": model.state_dict(),
+            "test_accuracy": test_acc, "train_feats": judge.train_feats,
+            "reference": reference_rows(judge, test), "dry_run": dry_run}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(ckpt, path)
+    log(f"evaluation classifier: test accuracy {test_acc:.4f}")
+    return judge, ckpt

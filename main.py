@@ -89,9 +89,15 @@ def build_parser():
                    help="generated samples per class for the attack metrics")
     p.add_argument("--checkpoint_every", type=positive_int, default=1,
                    help="write models/gan_last.pt every N GAN epochs (and at the end)")
+    p.add_argument("--evaluator_seed", type=int, default=0,
+                   help="seed of the evaluation classifier (cached per seed under the data folder)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
+    p.add_argument("--evaluate", default=None, metavar="RUN_DIR",
+                   help="recompute the metrics, results.json and report.png of a run from its checkpoints")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="run once per seed into RUN_DIR/seed_<S> and print mean ± std of the metrics")
     return p
 
 
@@ -153,7 +159,7 @@ def load_run_config(run_dir, flag):
 
 def run_config(args, paths, device):
     """Everything that defines the run, written to config.json and into checkpoints."""
-    flags = {k: v for k, v in vars(args).items() if k != "resume"}
+    flags = {k: v for k, v in vars(args).items() if k not in ("resume", "evaluate", "seeds")}
     flags["gan_batch_size"] = gan_batch_size(args)
     flags["run_dir"] = str(paths["run"])
     for key in ("model_dir", "sample_dir", "log_dir"):
@@ -168,6 +174,11 @@ def run_config(args, paths, device):
 def _torchvision_version():
     import torchvision
     return torchvision.__version__
+
+
+def max_batches(flags):
+    """--dry_run: one batch per epoch per stage."""
+    return 1 if flags["dry_run"] else None
 
 
 def gan_batch_size(args):
@@ -231,9 +242,9 @@ def train_target_stage(cfg, data, paths, device, logger):
     for epoch in range(start + 1, flags["epochs_target_model"] + 1):
         t0 = time.time()
         loss, acc = bfm.train_classifier_epoch(train_model, optimizer, x_train, y_train, flags["batch_size"],
-                                               device, flags["dry_run"], desc=f"target {epoch}")
+                                               device, max_batches(flags), desc=f"target {epoch}")
         check_finite(loss, f"target model loss at epoch {epoch}", last_path)
-        val = bfm.classifier_accuracy(model, x_val, y_val, dry_run=flags["dry_run"])
+        val = bfm.classifier_accuracy(model, x_val, y_val, max_batches=max_batches(flags))
         seconds += time.time() - t0
         if val > best_val:
             best_val = val
@@ -293,15 +304,13 @@ def gan_checkpoint(g, d, opt_g, opt_d, epoch, cfg, history, queries, seconds):
             "history": history, "queries": queries, "seconds": seconds, "rng": bfm.rng_state()}
 
 
-def attack_metrics_epoch(g, target, evaluator, noise, requested, variant):
-    """Accuracy of the requested class as judged by the target and by the evaluator."""
+def attack_accuracies(g, target, judge, noise, requested, variant):
+    """Accuracy of the requested class as judged by the target and by the evaluator; also the images."""
     images = bfm.generator_images(g, requested, noise, variant)
     acc_t, per_t = bfm.accuracy_by_class(bfm.predict_labels(target, images), requested)
-    out = {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t}
-    if evaluator is not None:
-        acc_e, per_e = bfm.accuracy_by_class(bfm.predict_labels(evaluator, images), requested)
-        out.update(accuracy_by_evaluator=acc_e, per_class_accuracy_by_evaluator=per_e)
-    return out, images
+    acc_e, per_e = bfm.accuracy_by_class(bfm.predict_labels(judge.model, images), requested)
+    return {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t,
+            "accuracy_by_evaluator": acc_e, "per_class_accuracy_by_evaluator": per_e}, images
 
 
 def save_grid(images, path):
@@ -312,7 +321,7 @@ def save_grid(images, path):
     return grid
 
 
-def train_gan_stage(cfg, aux, oracle, target, evaluator, paths, device, logger):
+def train_gan_stage(cfg, aux, oracle, target, judge, paths, device, logger):
     """Train G and D (resumable per checkpoint); returns (g, history, seconds)."""
     flags = cfg["flags"]
     variant, nz = flags["variant"], flags["dim_initial_vec"]
@@ -343,14 +352,14 @@ def train_gan_stage(cfg, aux, oracle, target, evaluator, paths, device, logger):
         t0 = time.time()
         if variant == "blog":
             loss_g, loss_d = bfm.gan_epoch_blog(g_train, d_train, opt_g, opt_d, aux_images, aux_labels, oracle,
-                                                nz, flags["gan_batch_size"], device, flags["dry_run"])
+                                                nz, flags["gan_batch_size"], device, max_batches(flags))
         else:
             loss_g, loss_d = bfm.gan_epoch_corrected(g_train, d_train, opt_g, opt_d, aux_images, aux_labels,
-                                                     nz, device, recipe, flags["dry_run"])
+                                                     nz, device, recipe, max_batches(flags))
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
-        metrics, _ = attack_metrics_epoch(g, target, evaluator, eval_noise, eval_requested, variant)
+        metrics, _ = attack_accuracies(g, target, judge, eval_noise, eval_requested, variant)
         grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10), grid_noise, variant),
                          paths["samples"] / f"epoch_{epoch:03d}.png")
         history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d,
@@ -358,8 +367,7 @@ def train_gan_stage(cfg, aux, oracle, target, evaluator, paths, device, logger):
         logger.scalar("gan/loss_g", loss_g, epoch)
         logger.scalar("gan/loss_d", loss_d, epoch)
         for key in ("accuracy_by_target", "accuracy_by_evaluator"):
-            if key in metrics:
-                logger.scalar(f"attack/{key}", metrics[key], epoch)
+            logger.scalar(f"attack/{key}", metrics[key], epoch)
         logger.image("samples", grid, epoch)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
             bfm.save_atomic(gan_checkpoint(g, d, opt_g, opt_d, epoch, cfg, history, oracle.queries, seconds),
@@ -384,6 +392,73 @@ def load_data(data_dir):
     return {split: bfm.load_split(data_dir, split) for split in bfm.SPLITS}
 
 
+def evaluator_path(flags):
+    """Shared cache under the data folder, keyed by seed; a dry run's throwaway evaluator stays in its run."""
+    if flags["dry_run"]:
+        return Path(flags["model_dir"]) / "evaluator.pt"
+    return Path(flags["data_dir"]) / bfm.CACHE_DIR / f"evaluator_seed{flags['evaluator_seed']}.pt"
+
+
+def load_judge(flags, data, device):
+    """The evaluation classifier (trained once per seed and data) and its reference rows."""
+    judge, ckpt = bfm.get_judge(evaluator_path(flags), data["train"], data["test"], flags["evaluator_seed"],
+                                device, dry_run=flags["dry_run"])
+    info = {"seed": flags["evaluator_seed"], "test_accuracy": ckpt["test_accuracy"],
+            "path": str(evaluator_path(flags))}
+    return judge, info, ckpt["reference"]
+
+
+def final_evaluation(cfg, g, target, judge, paths, device):
+    """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid."""
+    flags = cfg["flags"]
+    nz, variant = flags["dim_initial_vec"], flags["variant"]
+    requested = bfm.grid_labels(flags["n_eval_per_class"])
+    noise = bfm.fixed_noise(len(requested), nz, cfg["seed"] + 3, device)
+    metrics, images = attack_accuracies(g, target, judge, noise, requested, variant)
+    metrics.update({k: v for k, v in judge.metrics(images, requested).items() if k not in metrics})
+    grid_images = bfm.generator_images(g, bfm.grid_labels(10), bfm.fixed_noise(100, nz, cfg["seed"] + 2, device),
+                                       variant)
+    save_grid(grid_images, paths["samples"] / "final_grid.png")
+    return metrics, grid_images
+
+
+def write_report(history, metrics, grid_images, reference, path):
+    """report.png: accuracy per GAN epoch, the final grid, per-class accuracy bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    epochs = [h["epoch"] for h in history]
+    for key, label in (("accuracy_by_target", "judged by the target"),
+                       ("accuracy_by_evaluator", "judged by the evaluator")):
+        axes[0].plot(epochs, [h[key] for h in history], marker="o", label=label)
+    axes[0].axhline(reference["real_test"]["accuracy_by_evaluator"], ls="--", c="gray", label="real test images")
+    axes[0].axhline(0.1, ls=":", c="gray", label="chance")
+    axes[0].set(xlabel="GAN epoch", ylabel="attack accuracy", ylim=(0, 1.02), title="requested class recognised")
+    axes[0].legend()
+    axes[1].imshow(make_grid(grid_images, nrow=10, padding=2).permute(1, 2, 0).numpy())
+    axes[1].set(title="final samples (row r = class r)")
+    axes[1].axis("off")
+    x = torch.arange(bfm.N_CLASSES).float()
+    axes[2].bar(x - 0.2, metrics["per_class_accuracy_by_target"], 0.4, label="target")
+    axes[2].bar(x + 0.2, metrics["per_class_accuracy_by_evaluator"], 0.4, label="evaluator")
+    axes[2].set(xticks=range(10), xlabel="requested class", ylabel="accuracy", ylim=(0, 1.02),
+                title=f"per class (FID_eval {metrics['fid_evaluator']:.1f}, KNN {metrics['knn_dist']:.1f})")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_results(cfg, paths, results, history, metrics, grid_images, reference):
+    bfm.write_json_atomic(results, paths["run"] / RESULTS)
+    write_report(history, metrics, grid_images, reference, paths["run"] / "report.png")
+    print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
+          f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
+          f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / RESULTS}")
+
+
 def run(args):
     """Train the target, attack it, evaluate; everything lands in the run folder."""
     if args.resume:
@@ -391,7 +466,7 @@ def run(args):
         if (Path(args.resume) / RESULTS).exists():
             raise bfm.UserError(f"{args.resume} is already finished ({RESULTS} is there); start a new run "
                                 "with another --run_dir")
-        args = argparse.Namespace(**dict(saved["flags"], resume=args.resume))
+        args = argparse.Namespace(**dict(saved["flags"], resume=args.resume, evaluate=None, seeds=None))
     validate_args(args)
     paths = resolve_paths(args)
     if not args.resume:
@@ -400,54 +475,109 @@ def run(args):
     device = bfm.select_device(args.ngpu, args.devicen)
     print(f"device: {device}")
     cfg = run_config(args, paths, device)
+    flags = cfg["flags"]
+    seconds = {}
+    t0 = time.time()
+    data = load_data(Path(flags["data_dir"]))
+    seconds["data"] = time.time() - t0
+    if not flags["training_flag"]:
+        t0 = time.time()
+        target, val_acc = load_target_stage(flags, paths, device)
+        seconds["target"] = time.time() - t0
+    # The inputs are good: only now does the folder become a run (and refuse to be overwritten).
     if not args.resume:
         bfm.write_json_atomic(cfg, paths["run"] / CONFIG)
-    flags = cfg["flags"]
     logger = Logger(paths["tensorboard"])
     try:
-        seconds = {}
-        t0 = time.time()
-        data = load_data(Path(flags["data_dir"]))
-        seconds["data"] = time.time() - t0
-
         if flags["training_flag"]:
             target, val_acc, seconds["target"] = train_target_stage(cfg, data, paths, device, logger)
-        else:
-            t0 = time.time()
-            target, val_acc = load_target_stage(flags, paths, device)
-            seconds["target"] = time.time() - t0
-        test_acc = bfm.classifier_accuracy(target, *data["test"], dry_run=flags["dry_run"])
+        test_acc = bfm.classifier_accuracy(target, *data["test"], max_batches=max_batches(flags))
         print(f"target model: val accuracy {val_acc:.4f}, test accuracy {test_acc:.4f}")
+
+        t0 = time.time()
+        judge, evaluator, reference = load_judge(flags, data, device)
+        seconds["evaluator"] = time.time() - t0
 
         # The attacker labels its auxiliary images through the API, once.
         oracle = bfm.LabelOracle(target)
         aux_images = data[flags["aux_split"]][0]
         aux_labels = oracle(bfm.to_unit(aux_images))
-        g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), oracle, target, None,
+        g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), oracle, target, judge,
                                                      paths, device, logger)
-
-        requested = bfm.grid_labels(flags["n_eval_per_class"])
-        noise = bfm.fixed_noise(len(requested), flags["dim_initial_vec"], cfg["seed"] + 3, device)
-        final, _ = attack_metrics_epoch(g, target, None, noise, requested, flags["variant"])
-        save_grid(bfm.generator_images(g, bfm.grid_labels(10),
-                                       bfm.fixed_noise(100, flags["dim_initial_vec"], cfg["seed"] + 2, device),
-                                       flags["variant"]), paths["samples"] / "final_grid.png")
+        metrics, grid_images = final_evaluation(cfg, g, target, judge, paths, device)
         results = {"target": {"val_accuracy": val_acc, "test_accuracy": test_acc},
-                   "attack": {"variant": flags["variant"], "queries": oracle.queries, **final},
-                   "history": history,
+                   "attack": {"variant": flags["variant"], "queries": oracle.queries, **metrics},
+                   "reference": reference, "evaluator": evaluator, "history": history,
                    "seconds": {k: round(v, 2) for k, v in seconds.items()}}
-        bfm.write_json_atomic(results, paths["run"] / RESULTS)
-        print(f"attack accuracy judged by the target: {final['accuracy_by_target']:.3f}; "
-              f"results in {paths['run'] / RESULTS}")
+        write_results(cfg, paths, results, history, metrics, grid_images, reference)
     finally:
         logger.close()
-    return 0
+    return results
+
+
+def evaluate_run(run_dir):
+    """--evaluate: recompute a run's metrics from its saved target and generator."""
+    cfg = load_run_config(run_dir, "--evaluate")
+    flags = cfg["flags"]
+    paths = {"run": Path(run_dir).resolve(), "models": Path(flags["model_dir"]),
+             "samples": Path(flags["sample_dir"])}
+    device = bfm.select_device(flags["ngpu"], flags["devicen"])
+    data = load_data(Path(flags["data_dir"]))
+    target_path = paths["models"] / "target_best.pt"
+    target = bfm.TargetModel()
+    bfm.load_state_strict(target, bfm.load_checkpoint(target_path, "target")["model"], target_path, "--evaluate")
+    target = target.to(device).eval()
+    ckpt = bfm.load_checkpoint(paths["models"] / "gan_last.pt", "gan", what="--evaluate")
+    g = bfm.Generator(input_dim=flags["dim_initial_vec"])
+    bfm.load_state_strict(g, ckpt["g"], paths["models"] / "gan_last.pt", "--evaluate")
+    g = g.to(device)
+    judge, evaluator, reference = load_judge(flags, data, device)
+    metrics, grid_images = final_evaluation(cfg, g, target, judge, paths, device)
+    old = {}
+    if (paths["run"] / RESULTS).is_file():
+        old = json.loads((paths["run"] / RESULTS).read_text())
+    results = dict(old, attack={"variant": flags["variant"], "queries": ckpt["queries"], **metrics},
+                   reference=reference, evaluator=evaluator, history=ckpt["history"])
+    results.setdefault("target", {"val_accuracy": bfm.load_checkpoint(target_path, "target")["val_accuracy"],
+                                  "test_accuracy": bfm.classifier_accuracy(target, *data["test"])})
+    write_results(cfg, paths, results, ckpt["history"], metrics, grid_images, reference)
+    return results
+
+
+SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator"), ("attack", "accuracy_by_target"),
+                ("attack", "fid_evaluator"), ("attack", "knn_dist"))
+
+
+def run_seeds(args):
+    """--seeds: one run per seed in RUN_DIR/seed_<S>, then mean ± std of the headline metrics."""
+    if args.resume:
+        raise bfm.UserError("--seeds cannot be combined with --resume; resume each RUN_DIR/seed_<S> on its own")
+    base = Path(args.run_dir) if args.run_dir else REPO / "runs" / (
+        datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-seeds")
+    all_results = {}
+    for seed in args.seeds:
+        run_args = argparse.Namespace(**dict(vars(args), seed=seed, run_dir=str(base / f"seed_{seed}"), seeds=None))
+        all_results[seed] = run(run_args)
+    summary = {}
+    for section, key in SUMMARY_KEYS:
+        values = torch.tensor([r[section][key] for r in all_results.values()], dtype=torch.float64)
+        std = values.std().item() if len(values) > 1 else 0.0
+        summary[f"{section}.{key}"] = {"mean": values.mean().item(), "std": std, "values": values.tolist()}
+        print(f"{section}.{key}: {values.mean().item():.4f} ± {std:.4f} over seeds {list(all_results)}")
+    bfm.write_json_atomic({"seeds": list(all_results), "summary": summary}, base / "seeds_summary.json")
+    return summary
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        if args.evaluate:
+            evaluate_run(args.evaluate)
+        elif args.seeds:
+            run_seeds(args)
+        else:
+            run(args)
+        return 0
     except bfm.UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return 2

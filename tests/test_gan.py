@@ -97,13 +97,17 @@ def test_corrected_variant_judges_fakes_with_the_requested_label_and_never_queri
     images, labels = aux(8, label=3)
     torch.manual_seed(0)
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
-    reals = [x for x, y in d.calls if (y == 3).all() and x.min() == images.min() / 127.5 - 1]
-    assert reals, "D must see the real images scaled to [-1, 1]"
-    assert all(x.min() >= -1 and x.max() <= 1 for x, _ in d.calls)
-    same_label = [y for _, y in d.calls if (y == 3).all()]
-    mismatched = [y for _, y in d.calls if (y != 3).all()]
-    # per batch: D(real, y), D(fake, y), G's D(fake, y) all carry y; the mismatch term carries wrong labels
-    assert len(same_label) == 3 * 2 and len(mismatched) == 2
+    assert len(d.calls) == 4  # per batch: one D step on (real, fake, mismatched real), one G step
+    for batch in range(2):
+        x, y = d.calls[2 * batch]
+        assert len(x) == 12
+        real, fake, mismatched = x[:4], x[4:8], x[8:]
+        assert torch.allclose(real, bfm.to_unit(images[:4]) * 2 - 1)  # reals on G's [-1, 1] scale
+        assert torch.equal(mismatched, real)
+        assert (y[:8] == 3).all() and (y[8:] != 3).all()  # (G(z, y), y): the requested label
+        assert fake.min() >= -1 and fake.max() <= 1
+        x_g, y_g = d.calls[2 * batch + 1]
+        assert len(x_g) == 4 and (y_g == 3).all()
 
 
 def test_oracle_counts_every_image_and_returns_labels_only():

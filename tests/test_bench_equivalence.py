@@ -1,0 +1,44 @@
+"""The fast blog-variant loop does the article's arithmetic: same random numbers give bit-identical weights."""
+import sys
+
+import torch
+
+import bf_mnist as bfm
+from conftest import REPO, synthetic_splits
+
+sys.path.insert(0, str(REPO / "bench"))
+import article_path  # noqa: E402
+
+
+def test_blog_loop_matches_the_articles_loop_bit_for_bit(monkeypatch):
+    monkeypatch.setattr(bfm, "BLOG_WARMUP_ITERS", 3)  # cover both the random and the constant real targets
+    images = synthetic_splits((4, 1, 1))["train"][0]  # 40 images -> 4 batches of 10
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    target = bfm.TargetModel(base_channel=8).eval()
+    g0, d0 = bfm.Generator(input_dim=8, base_channel=8), bfm.Discriminator(base_channel=8)
+
+    def fresh():
+        g, d = bfm.Generator(input_dim=8, base_channel=8), bfm.Discriminator(base_channel=8)
+        g.load_state_dict(g0.state_dict())
+        d.load_state_dict(d0.state_dict())
+        # the article's optimizers, un-fused on both sides: the arithmetic is the same
+        return g, d, (torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9)),
+                      torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.9)))
+
+    g_a, d_a, (opt_g, opt_d) = fresh()
+    torch.manual_seed(1)
+    batches = [bfm.to_unit(images[idx]) for idx in bfm.batch_indices(len(images), 10, True)]
+    article_path.gan_blog_batches(g_a, d_a, target, opt_g, opt_d, batches, cpu, nz=8, warmup=3)
+
+    g_b, d_b, (opt_g, opt_d) = fresh()
+    oracle = bfm.LabelOracle(target)
+    labels = oracle(bfm.to_unit(images))
+    torch.manual_seed(1)
+    bfm.gan_epoch_blog(g_b, d_b, opt_g, opt_d, images, labels, oracle, 8, 10, cpu)
+
+    for (name, a), b in zip(g_a.state_dict().items(), g_b.state_dict().values()):
+        assert torch.equal(a, b), f"G {name} differs"  # weights and BatchNorm running statistics
+    for (name, a), b in zip(d_a.named_parameters(), d_b.parameters()):
+        assert torch.equal(a, b), f"D {name} differs"
+    assert not torch.equal(g_a.main[0].weight, g0.main[0].weight)  # it did train

@@ -1,0 +1,105 @@
+"""main.py end to end, as a user runs it, on a tiny ImageFolder tree with --dry_run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import bf_mnist as bfm
+from conftest import REPO, synthetic_splits
+
+PROMISED_TAGS = {"target/train_loss", "target/train_accuracy", "target/val_accuracy", "gan/loss_d", "gan/loss_g",
+                 "attack/accuracy_by_target", "attack/accuracy_by_evaluator"}
+
+
+def main_py(*args, check=True, timeout=600):
+    """Run main.py in a subprocess exactly as a user would; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO.parent)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"main.py {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def dry_run_args(data_dir, run_dir, *extra):
+    return ["--dry_run", "--data_dir", data_dir, "--run_dir", run_dir, "--epochs_target_model", 2,
+            "--gan_batch_size", 16, "--batch_size", 32, "--n_eval_per_class", 5, *extra]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "MNIST"
+    bfm.write_image_tree(root, synthetic_splits())
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "first"
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 10, "--checkpoint_every", 5, "--seed", 3))
+    return run_dir
+
+
+def test_every_promised_file_is_written(finished):
+    for rel in ("config.json", "results.json", "report.png", "models/target_best.pt", "models/gan_last.pt",
+                "models/gan_epoch_010.pt", "samples/final_grid.png", "samples/epoch_001.png",
+                "samples/epoch_010.png"):
+        assert (finished / rel).is_file(), rel
+    with Image.open(finished / "samples" / "final_grid.png") as img:
+        assert img.size == (302, 302)
+    cfg = json.loads((finished / "config.json").read_text())
+    assert cfg["seed"] == 3 and cfg["device"] == "cpu" and cfg["versions"]["torch"] == str(torch.__version__)
+    assert cfg["flags"]["epochs_gan"] == 10 and cfg["flags"]["variant"] == "corrected"
+
+
+def test_results_json_has_the_promised_fields(finished):
+    results = json.loads((finished / "results.json").read_text())
+    assert set(results["target"]) == {"val_accuracy", "test_accuracy"}
+    attack = results["attack"]
+    for key in ("variant", "queries", "accuracy_by_target", "per_class_accuracy_by_target", "accuracy_by_evaluator",
+                "per_class_accuracy_by_evaluator", "fid_evaluator", "knn_dist"):
+        assert key in attack, key
+    assert attack["queries"] == 30  # the 30 test images of the tiny tree, queried once
+    assert len(attack["per_class_accuracy_by_target"]) == 10
+    assert {"data", "target", "evaluator", "gan"} <= set(results["seconds"])
+    assert set(results["reference"]) == {"real_test", "uniform_noise"}
+    assert [h["epoch"] for h in results["history"]] == list(range(1, 11))
+
+
+def test_tensorboard_has_every_promised_tag(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(finished / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert PROMISED_TAGS <= set(acc.Tags()["scalars"])
+    assert "samples" in acc.Tags()["images"]
+    assert [e.step for e in acc.Scalars("gan/loss_g")] == list(range(1, 11))
+    assert [e.step for e in acc.Scalars("target/val_accuracy")] == [1, 2]
+    assert len(acc.Images("samples")) == 10
+
+
+def test_a_saved_target_is_reused(finished, data_dir, tmp_path):
+    run_dir = tmp_path / "reuse"
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 1, "--training_flag", "false",
+                          "--train_model_dir", finished / "models" / "target_best.pt"))
+    first = json.loads((finished / "results.json").read_text())
+    second = json.loads((run_dir / "results.json").read_text())
+    assert second["target"] == first["target"]
+    assert (run_dir / "models" / "target_best.pt").read_bytes() == (finished / "models" / "target_best.pt").read_bytes()
+    assert not (run_dir / "models" / "target_last.pt").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("text", ["False", "0", "no"])
+def test_training_flag_false_is_false(text):
+    sys.path.insert(0, str(REPO))
+    import main
+    assert main.build_parser().parse_args(["--training_flag", text]).training_flag is False
+
+
+def test_evaluate_recomputes_the_same_metrics(finished):
+    before = json.loads((finished / "results.json").read_text())
+    main_py("--evaluate", finished)
+    after = json.loads((finished / "results.json").read_text())
+    assert after["attack"] == before["attack"]
+    assert after["seconds"] == before["seconds"]
