@@ -92,22 +92,47 @@ def test_blog_variant_uses_random_real_targets_for_the_first_49_iterations(monke
 
 def test_corrected_variant_judges_fakes_with_the_requested_label_and_never_queries():
     d, g = SpyD(), bfm.Generator(input_dim=4, base_channel=8)
-    recipe = dict(bfm.default_recipe(), batch_size=4)
+    recipe = dict(bfm.default_recipe(), batch_size=4, translate=0)
     opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
     images, labels = aux(8, label=3)
     torch.manual_seed(0)
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
-    assert len(d.calls) == 4  # per batch: one D step on (real, fake, mismatched real), one G step
+    assert len(d.calls) == 4  # per batch: one D step on (real, fake), one G step on fakes
     for batch in range(2):
         x, y = d.calls[2 * batch]
-        assert len(x) == 12
-        real, fake, mismatched = x[:4], x[4:8], x[8:]
+        assert len(x) == 8
+        real, fake = x[:4], x[4:]
         assert torch.allclose(real, bfm.to_unit(images[:4]) * 2 - 1)  # reals on G's [-1, 1] scale
-        assert torch.equal(mismatched, real)
-        assert (y[:8] == 3).all() and (y[8:] != 3).all()  # (G(z, y), y): the requested label
-        assert fake.min() >= -1 and fake.max() <= 1
+        assert (y == 3).all()  # (G(z, y), y): the requested label, never f(G(z, y))
+        assert fake.min() >= -1 and fake.max() <= 1 and not torch.allclose(fake, real)
         x_g, y_g = d.calls[2 * batch + 1]
         assert len(x_g) == 4 and (y_g == 3).all()
+
+
+def test_corrected_variant_augments_what_d_sees():
+    d, g = SpyD(), bfm.Generator(input_dim=4, base_channel=8)
+    recipe = dict(bfm.default_recipe(), batch_size=8, translate=3)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    images, labels = aux(8, label=3)
+    torch.manual_seed(0)
+    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
+    seen_reals = d.calls[0][0][:8]
+    plain = bfm.to_unit(images) * 2 - 1
+    assert not torch.equal(seen_reals, plain)
+    for seen, orig in zip(seen_reals[:, 0], plain[:, 0]):  # each is a copy shifted by at most 3 pixels
+        assert any(torch.equal(seen[6:22, 6:22], orig[6 - dy:22 - dy, 6 - dx:22 - dx])
+                   for dy in range(-3, 4) for dx in range(-3, 4))
+
+
+def test_conditional_mmd():
+    torch.manual_seed(0)
+    a, b = torch.rand(20, 1, 28, 28), torch.rand(20, 1, 28, 28) * 0.2
+    labels = torch.arange(20) % 10
+    scales = bfm.default_recipe()["mmd_scales"]
+    assert bfm.conditional_mmd2(a, a, labels, labels, scales) == pytest.approx(0, abs=1e-6)
+    assert bfm.conditional_mmd2(a, b, labels, labels, scales) > 0.1
+    # the same images under other labels are a different labelled distribution
+    assert bfm.conditional_mmd2(a, a, labels, (labels + 1) % 10, scales) > 0.1
 
 
 def test_oracle_counts_every_image_and_returns_labels_only():
