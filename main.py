@@ -70,8 +70,8 @@ def build_parser():
     p.add_argument("--gan_batch_size", type=positive_int, default=None,
                    help="GAN batch size (default: --batch_size for blog, the recipe's 64 for corrected)")
     p.add_argument("--dim_initial_vec", type=positive_int, default=100, help="size of the noise z")
-    p.add_argument("--epochs_target_model", type=positive_int, default=3, help="target model epochs")
-    p.add_argument("--epochs_gan", type=positive_int, default=8, help="GAN epochs over the auxiliary images")
+    p.add_argument("--epochs_target_model", type=positive_int, default=2, help="target model epochs")
+    p.add_argument("--epochs_gan", type=positive_int, default=7, help="GAN epochs over the auxiliary images")
     p.add_argument("--ngpu", type=int, default=1, help="GPUs to use; 0 runs on the CPU")
     p.add_argument("--devicen", type=int, default=0, help="index of the (first) CUDA device")
     p.add_argument("--training_flag", type=str2bool, default=True,
