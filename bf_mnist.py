@@ -641,7 +641,7 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch
         z = torch.randn(n, nz, 1, 1, device=device)
         fake = g(z, y_real)
         y_fake = one_hot(oracle(fake.detach()))
-        loss_g = _g_loss_through_frozen_d(d, fake, y_fake, "bce")
+        loss_g = _g_loss_through_frozen_d(d, fake, y_fake)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -649,21 +649,19 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, oracle, nz, batch
     return float(np.mean(losses_g)), float(np.mean(losses_d)) if losses_d else float("nan")
 
 
-def _g_loss_through_frozen_d(d, fake, y_onehot, loss):
-    """Generator loss with D's weights frozen: no weight gradients are computed for D."""
+def _g_loss_through_frozen_d(d, fake, y_onehot):
+    """Non-saturating generator loss -log D(fake, y) with D's weights frozen: no weight gradients for D."""
     d.requires_grad_(False)
     try:
         out = d(fake, y_onehot)
     finally:
         d.requires_grad_(True)
-    if loss == "hinge":
-        return -out.mean()
     return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
 
 
 def default_recipe():
     """The corrected variant's training settings (README: how they were chosen)."""
-    return {"loss": "bce", "lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999],
+    return {"lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999],
             "batch_size": 64, "real_label": 1.0, "adv_weight": 0.1, "mmd_weight": 10.0,
             "mmd_scales": [0.1, 0.3, 1.0, 3.0], "mmd_linear": 1.0, "translate": 3}
 
@@ -725,7 +723,8 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
         with torch.no_grad():
             fake = g(torch.randn(n, nz, 1, 1, device=device), y)
         out = d(_translate(torch.cat([real, fake]), shift), torch.cat([y, y]))
-        loss_d = _real_term(out[:n], recipe) + _fake_term(out[n:], recipe["loss"])
+        loss_d = (F.binary_cross_entropy_with_logits(out[:n], torch.full_like(out[:n], recipe["real_label"]))
+                  + F.binary_cross_entropy_with_logits(out[n:], torch.zeros_like(out[n:])))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -735,25 +734,13 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
         loss_g = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels, labels, recipe["mmd_scales"],
                                                           recipe["mmd_linear"])
         if recipe["adv_weight"] > 0:
-            adv = _g_loss_through_frozen_d(d, _translate(fake, shift), y, recipe["loss"])
+            adv = _g_loss_through_frozen_d(d, _translate(fake, shift), y)
             loss_g = loss_g + recipe["adv_weight"] * adv
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         losses_g.append(loss_g.item())
     return float(np.mean(losses_g)), float(np.mean(losses_d))
-
-
-def _real_term(out, recipe):
-    if recipe["loss"] == "hinge":
-        return F.relu(1 - out).mean()
-    return F.binary_cross_entropy_with_logits(out, torch.full_like(out, recipe["real_label"]))
-
-
-def _fake_term(out, loss):
-    if loss == "hinge":
-        return F.relu(1 + out).mean()
-    return F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
 
 
 def generator_images(g, labels, noise, variant, batch_size=500):

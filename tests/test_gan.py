@@ -90,13 +90,19 @@ def test_blog_variant_uses_random_real_targets_for_the_first_49_iterations(monke
     assert torch.equal(seen[1], torch.ones(4))
 
 
-def test_corrected_variant_judges_fakes_with_the_requested_label_and_never_queries():
+def corrected_epoch(**recipe_overrides):
+    """One corrected epoch over 8 copies of a '3' with a spying D (the loop takes no target at all)."""
     d, g = SpyD(), bfm.Generator(input_dim=4, base_channel=8)
-    recipe = dict(bfm.default_recipe(), batch_size=4, translate=0)
+    recipe = dict(bfm.default_recipe(), **recipe_overrides)
     opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
     images, labels = aux(8, label=3)
     torch.manual_seed(0)
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
+    return d, images
+
+
+def test_corrected_variant_judges_fakes_with_the_requested_label():
+    d, images = corrected_epoch(batch_size=4, translate=0)
     assert len(d.calls) == 4  # per batch: one D step on (real, fake), one G step on fakes
     for batch in range(2):
         x, y = d.calls[2 * batch]
@@ -110,12 +116,7 @@ def test_corrected_variant_judges_fakes_with_the_requested_label_and_never_queri
 
 
 def test_corrected_variant_augments_what_d_sees():
-    d, g = SpyD(), bfm.Generator(input_dim=4, base_channel=8)
-    recipe = dict(bfm.default_recipe(), batch_size=8, translate=3)
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
-    images, labels = aux(8, label=3)
-    torch.manual_seed(0)
-    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
+    d, images = corrected_epoch(batch_size=8, translate=3)
     seen_reals = d.calls[0][0][:8]
     plain = bfm.to_unit(images) * 2 - 1
     assert not torch.equal(seen_reals, plain)

@@ -103,3 +103,15 @@ def test_evaluate_recomputes_the_same_metrics(finished):
     after = json.loads((finished / "results.json").read_text())
     assert after["attack"] == before["attack"]
     assert after["seconds"] == before["seconds"]
+
+
+def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):
+    base = tmp_path / "seeds"
+    out = main_py(*dry_run_args(data_dir, base, "--epochs_gan", 1, "--seeds", 1, 2)).stdout
+    runs = [json.loads((base / f"seed_{s}" / "results.json").read_text()) for s in (1, 2)]
+    summary = json.loads((base / "seeds_summary.json").read_text())
+    assert summary["seeds"] == [1, 2]
+    values = [r["attack"]["accuracy_by_evaluator"] for r in runs]
+    entry = summary["summary"]["attack.accuracy_by_evaluator"]
+    assert entry["values"] == pytest.approx(values) and entry["mean"] == pytest.approx(sum(values) / 2)
+    assert "attack.accuracy_by_evaluator:" in out and "±" in out
