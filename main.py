@@ -342,9 +342,7 @@ def train_gan_stage(cfg, aux, oracle, target, judge, paths, device, logger):
         print(f"resuming the GAN after epoch {start}")
     g_train = bfm.maybe_data_parallel(g, device, flags["ngpu"])
     d_train = bfm.maybe_data_parallel(d, device, flags["ngpu"])
-    grid_noise = bfm.fixed_noise(100, nz, cfg["seed"] + 2, device)
-    eval_noise = bfm.fixed_noise(bfm.N_CLASSES * flags["n_eval_per_class"], nz, cfg["seed"] + 3, device)
-    eval_requested = bfm.grid_labels(flags["n_eval_per_class"])
+    grid_noise, (eval_noise, eval_requested) = sample_noise(cfg, device), eval_requests(cfg, device)
     aux_images, aux_labels = aux
     epochs = flags["epochs_gan"]
     for epoch in range(start + 1, epochs + 1):
@@ -407,16 +405,24 @@ def load_judge(flags, data, device):
     return judge, info, ckpt["reference"]
 
 
+def sample_noise(cfg, device):
+    """The noise behind every sample grid of a run (10 per class), fixed by its seed."""
+    return bfm.fixed_noise(100, cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
+
+
+def eval_requests(cfg, device):
+    """(noise, requested classes) of the attack metrics, the same every epoch and at the end."""
+    requested = bfm.grid_labels(cfg["flags"]["n_eval_per_class"])
+    return bfm.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
+
+
 def final_evaluation(cfg, g, target, judge, paths, device):
     """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid."""
-    flags = cfg["flags"]
-    nz, variant = flags["dim_initial_vec"], flags["variant"]
-    requested = bfm.grid_labels(flags["n_eval_per_class"])
-    noise = bfm.fixed_noise(len(requested), nz, cfg["seed"] + 3, device)
+    variant = cfg["flags"]["variant"]
+    noise, requested = eval_requests(cfg, device)
     metrics, images = attack_accuracies(g, target, judge, noise, requested, variant)
     metrics.update({k: v for k, v in judge.metrics(images, requested).items() if k not in metrics})
-    grid_images = bfm.generator_images(g, bfm.grid_labels(10), bfm.fixed_noise(100, nz, cfg["seed"] + 2, device),
-                                       variant)
+    grid_images = bfm.generator_images(g, bfm.grid_labels(10), sample_noise(cfg, device), variant)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
     return metrics, grid_images
 
@@ -523,8 +529,9 @@ def evaluate_run(run_dir):
     device = bfm.select_device(flags["ngpu"], flags["devicen"])
     data = load_data(Path(flags["data_dir"]))
     target_path = paths["models"] / "target_best.pt"
+    target_ckpt = bfm.load_checkpoint(target_path, "target")
     target = bfm.TargetModel()
-    bfm.load_state_strict(target, bfm.load_checkpoint(target_path, "target")["model"], target_path, "--evaluate")
+    bfm.load_state_strict(target, target_ckpt["model"], target_path, "--evaluate")
     target = target.to(device).eval()
     ckpt = bfm.load_checkpoint(paths["models"] / "gan_last.pt", "gan", what="--evaluate")
     g = bfm.Generator(input_dim=flags["dim_initial_vec"])
@@ -537,7 +544,7 @@ def evaluate_run(run_dir):
         old = json.loads((paths["run"] / RESULTS).read_text())
     results = dict(old, attack={"variant": flags["variant"], "queries": ckpt["queries"], **metrics},
                    reference=reference, evaluator=evaluator, history=ckpt["history"])
-    results.setdefault("target", {"val_accuracy": bfm.load_checkpoint(target_path, "target")["val_accuracy"],
+    results.setdefault("target", {"val_accuracy": target_ckpt["val_accuracy"],
                                   "test_accuracy": bfm.classifier_accuracy(target, *data["test"])})
     write_results(cfg, paths, results, ckpt["history"], metrics, grid_images, reference)
     return results
