@@ -28,7 +28,7 @@ def train_target_batches(model, optimizer, batches, device):
     n = n_acc = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        h = model(x)
+        h = model.layerwise(x)
         loss = loss_f(h, y)
         optimizer.zero_grad()
         loss.backward()
@@ -46,7 +46,7 @@ def eval_target(model, loader, device):
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
-            _, pred = model(x).max(1)
+            _, pred = model.layerwise(x).max(1)
         ys.append(y)
         preds.append(pred)
     return (torch.cat(ys) == torch.cat(preds)).float().sum().item() / len(torch.cat(ys))
@@ -62,15 +62,15 @@ def gan_blog_batches(g, d, target, opt_g, opt_d, batches, device, nz=100, warmup
         real = real.to(device)
         ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
         with torch.no_grad():
-            real_label = target(real).max(1)[1]
+            real_label = target.layerwise(real).max(1)[1]
         real_out = d(real, bfm.one_hot(real_label))
         loss_d_real = loss_f(real_out, torch.rand(n, device=device)) if cnt_iter < warmup else loss_f(real_out, ones)
         z = torch.randn(n, nz, 1, 1).to(device)
         with torch.no_grad():
-            target_label = target(real).max(1)[1]
+            target_label = target.layerwise(real).max(1)[1]
         fake = g(z, bfm.one_hot(target_label))
         with torch.no_grad():
-            fake_label = target(fake).max(1)[1]
+            fake_label = target.layerwise(fake).max(1)[1]
         loss_d = loss_d_real + loss_f(d(fake, bfm.one_hot(fake_label)), zeros)
         if cnt_iter % 2 == 0:
             opt_g.zero_grad()
@@ -78,11 +78,11 @@ def gan_blog_batches(g, d, target, opt_g, opt_d, batches, device, nz=100, warmup
             loss_d.backward()
             opt_d.step()
         with torch.no_grad():
-            target_label = target(real).max(1)[1]
+            target_label = target.layerwise(real).max(1)[1]
         z = torch.randn(n, nz, 1, 1).to(device)
         fake = g(z, bfm.one_hot(target_label))
         with torch.no_grad():
-            fake_label = target(fake).max(1)[1]
+            fake_label = target.layerwise(fake).max(1)[1]
         loss_g = loss_f(d(fake, bfm.one_hot(fake_label)).view(-1), ones)
         opt_d.zero_grad()
         opt_g.zero_grad()

@@ -56,3 +56,23 @@ def test_models_take_their_sizes_as_arguments():
     assert g(torch.randn(2, 7, 1, 1), bfm.one_hot(torch.tensor([0, 1]))).shape == (2, 1, 28, 28)
     assert bfm.Discriminator(base_channel=8)(torch.randn(2, 1, 28, 28), bfm.one_hot(torch.tensor([0, 1]))).shape == (2,)
     assert bfm.TargetModel(base_channel=8)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_target_forward_is_the_layerwise_function_with_the_same_gradients():
+    torch.manual_seed(0)
+    model = bfm.TargetModel()
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for train in (False, True):
+        model.train(train)
+        torch.manual_seed(1)  # the same dropout masks on both sides
+        fast = model(x)
+        grads_fast = torch.autograd.grad(nn.functional.cross_entropy(fast, y), list(model.parameters()))
+        torch.manual_seed(1)
+        plain = model.layerwise(x)
+        grads_plain = torch.autograd.grad(nn.functional.cross_entropy(plain, y), list(model.parameters()))
+        assert torch.allclose(fast, plain, atol=1e-5)
+        for (name, _), a, b in zip(model.named_parameters(), grads_fast, grads_plain):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item()), name
+    # it really is one 5x5 convolution: a wrong composition (say, the kernel flipped) would fail above
+    assert set(dict(model.named_parameters())) == {"main.0.weight", "main.0.bias", "main.1.weight", "main.1.bias",
+                                                   "main.5.weight", "main.5.bias", "main.7.weight", "main.7.bias"}
