@@ -521,6 +521,31 @@ class EvalClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+class SurrogateClassifier(nn.Module):
+    """The attacker's stand-in for the API: trained on the auxiliary images and the labels the API gave them.
+
+    The attacker sees labels only, so it cannot differentiate the target; it differentiates this
+    copy instead (a label-only attack's knowledge transfer: Nguyen et al., "Label-Only Model
+    Inversion Attacks via Knowledge Transfer", NeurIPS 2023). A LeNet-style ReLU CNN with dropout:
+    unlike the target (no activations) and unlike the evaluator (BatchNorm, four convolutions).
+    """
+
+    def __init__(self, n_classes=N_CLASSES):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # (32, 14, 14)
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # (64, 7, 7)
+            nn.Flatten(),  # (3136,)
+            nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True),  # (128,)
+            nn.Dropout(0.3),
+            nn.Linear(128, n_classes),  # (10,)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def one_hot(labels, n_classes=N_CLASSES):
     """int labels (N,) -> float one-hot (N, n_classes) on the same device."""
     return F.one_hot(labels, n_classes).float()
@@ -600,6 +625,26 @@ class LabelOracle:
     def __call__(self, images01):
         self.queries += len(images01)
         return predict_labels(self._model, images01).to(images01.device)
+
+
+def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None):
+    """The attacker's SurrogateClassifier, fitted to (auxiliary images, the API's labels); frozen, in eval mode.
+
+    Trained with +-2 px shifts in a forked RNG seeded by `seed`, so a run that loads it from its
+    checkpoint instead continues with the same random streams. Returns (model, accuracy on its own
+    training labels in the last epoch).
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = SurrogateClassifier().to(device)
+        optimizer = _adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+        acc = float("nan")
+        for epoch in range(epochs):
+            _, acc = train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches,
+                                            augment=lambda x: _translate(x, 2, fill=0.0),
+                                            desc=f"surrogate {epoch + 1}")
+    return model.eval().requires_grad_(False), acc
 
 
 # ---------------------------------------------------------------------------
@@ -685,7 +730,19 @@ def default_recipe():
     """The corrected variant's training settings (README: how they were chosen)."""
     return {"lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999],
             "batch_size": 64, "real_label": 1.0, "adv_weight": 0.1, "mmd_weight": 10.0,
-            "mmd_scales": [0.1, 0.3, 1.0, 3.0], "mmd_linear": 1.0, "translate": 3}
+            "mmd_scales": [0.1, 0.3, 1.0, 3.0], "mmd_linear": 1.0, "translate": 3,
+            "surrogate_weight": 1.0, "surrogate_epochs": 3, "surrogate_translate": 2, "lr_decay": "linear"}
+
+
+def set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs):
+    """Corrected variant: both learning rates decay linearly over the run, lr * (1 - (epoch - 1) / epochs).
+
+    A function of the epoch alone, so a resumed run sets exactly what an uninterrupted one had.
+    """
+    factor = 1.0 - (epoch - 1) / epochs if recipe.get("lr_decay") == "linear" else 1.0
+    for opt, lr in ((opt_g, recipe["lr_g"]), (opt_d, recipe["lr_d"])):
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
 
 
 def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
@@ -720,7 +777,8 @@ def _translate(x, max_shift, fill=-1.0):
     return pad[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (n, 1, 28, 28)
 
 
-def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, recipe, max_batches=None):
+def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, recipe, surrogate=None,
+                        max_batches=None):
     """One epoch of the corrected attack: returns (mean G loss, mean D loss).
 
     Reals are scaled to [-1, 1] like G's Tanh output and D judges (G(z, y), y), with y the labels
@@ -728,7 +786,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
     cannot win by memorising 10k images. G minimises adv_weight * the non-saturating GAN loss plus
     mmd_weight * a class-conditional MMD between its batch and the real batch: that term gives G
     a digit-shaped, label-respecting signal from the first step, before D's signal is useful.
-    The target is not queried here at all.
+    With a surrogate (the attacker's copy of the API, see train_surrogate) G also minimises
+    surrogate_weight * the cross-entropy of the surrogate's label for its (shifted) image against y:
+    the class signal that makes the requested digit come out. The target is not queried here at all.
     """
     g.train()
     d.train()
@@ -758,6 +818,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, nz, device, 
         if recipe["adv_weight"] > 0:
             adv = _g_loss_through_frozen_d(d, _translate(fake, shift), y)
             loss_g = loss_g + recipe["adv_weight"] * adv
+        if surrogate is not None and recipe["surrogate_weight"] > 0:
+            logits = surrogate((_translate(fake, recipe["surrogate_translate"]) + 1) / 2)  # on the API's [0, 1] scale
+            loss_g = loss_g + recipe["surrogate_weight"] * F.cross_entropy(logits, labels)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

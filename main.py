@@ -54,6 +54,17 @@ def positive_int(text):
     return value
 
 
+def non_negative_float(text):
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser():
     """All flags of main.py; the article's names are kept."""
     p = OneLineParser(description="Model inversion of an MNIST classifier with a conditional DCGAN.",
@@ -83,6 +94,9 @@ def build_parser():
                    help="the working attack, or the article's algorithm with its defects")
     p.add_argument("--aux_split", choices=("test", "val"), default="test",
                    help="the attacker's auxiliary images (unlabelled; the target labels them)")
+    p.add_argument("--surrogate_weight", type=non_negative_float, default=None,
+                   help="corrected variant: weight of the surrogate classifier's loss for G "
+                        f"(default: the recipe's {bfm.default_recipe()['surrogate_weight']}; 0 trains no surrogate)")
     p.add_argument("--seed", type=int, default=1, help="seed of everything in the run")
     p.add_argument("--n_eval_per_class", type=positive_int, default=100,
                    help="generated samples per class for the attack metrics")
@@ -165,9 +179,17 @@ def run_config(args, paths, device):
         flags[key] = str(paths[{"model_dir": "models", "sample_dir": "samples", "log_dir": "tensorboard"}[key]])
     flags["data_dir"] = str(Path(args.data_dir).resolve())
     return {"flags": flags, "seed": args.seed, "device": str(device),
-            "recipe": bfm.default_recipe() if args.variant == "corrected" else None,
+            "recipe": corrected_recipe(args) if args.variant == "corrected" else None,
             "versions": {"torch": str(torch.__version__), "torchvision": str(_torchvision_version()),
                          "python": sys.version.split()[0]}}
+
+
+def corrected_recipe(args):
+    """The corrected variant's recipe with the flags that override it."""
+    recipe = bfm.default_recipe()
+    if getattr(args, "surrogate_weight", None) is not None:
+        recipe["surrogate_weight"] = args.surrogate_weight
+    return recipe
 
 
 def _torchvision_version():
@@ -320,7 +342,39 @@ def save_grid(images, path):
     return grid
 
 
-def train_gan_stage(cfg, aux, oracle, target, judge, paths, device, logger):
+def surrogate_stage(cfg, aux, paths, device):
+    """The attacker's surrogate of the API (corrected variant): (model or None, its info).
+
+    Trained once per run on the auxiliary images and the API's labels, kept in models/surrogate.pt
+    (a resumed run loads it).
+    """
+    recipe = cfg["recipe"]
+    if recipe is None or recipe.get("surrogate_weight", 0) <= 0:
+        return None, None
+    path = paths["models"] / "surrogate.pt"
+    if path.is_file():
+        ckpt = bfm.load_checkpoint(path, "surrogate")
+        model = bfm.SurrogateClassifier()
+        bfm.load_state_strict(model, ckpt["model"], path, "--resume")
+        return model.to(device).eval().requires_grad_(False), ckpt["info"]
+    model, acc = bfm.train_surrogate(*aux, cfg["seed"] + 4, device, recipe["surrogate_epochs"],
+                                     max_batches=max_batches(cfg["flags"]))
+    info = {"accuracy_on_aux_labels": acc}
+    bfm.save_atomic({"kind": "surrogate", "model": model.state_dict(), "info": info}, path)
+    print(f"surrogate classifier: accuracy {acc:.4f} on the API's labels of the auxiliary images")
+    return model, info
+
+
+def surrogate_report(surrogate, info, target, val_images):
+    """The surrogate's fit, and (experimenter's view, not the attacker's) how often it agrees with the target."""
+    if surrogate is None:
+        return None
+    images = bfm.to_unit(val_images)
+    agree = (bfm.predict_labels(surrogate, images) == bfm.predict_labels(target, images)).float().mean().item()
+    return dict(info, agreement_with_target_on_val=agree)
+
+
+def train_gan_stage(cfg, aux, oracle, target, judge, paths, device, logger, surrogate=None):
     """Train G and D (resumable per checkpoint); returns (g, history, seconds)."""
     flags = cfg["flags"]
     variant, nz = flags["variant"], flags["dim_initial_vec"]
@@ -351,8 +405,10 @@ def train_gan_stage(cfg, aux, oracle, target, judge, paths, device, logger):
             loss_g, loss_d = bfm.gan_epoch_blog(g_train, d_train, opt_g, opt_d, aux_images, aux_labels, oracle,
                                                 nz, flags["gan_batch_size"], device, max_batches(flags))
         else:
+            bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
             loss_g, loss_d = bfm.gan_epoch_corrected(g_train, d_train, opt_g, opt_d, aux_images, aux_labels,
-                                                     nz, device, recipe, max_batches(flags))
+                                                     nz, device, recipe, surrogate=surrogate,
+                                                     max_batches=max_batches(flags))
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
@@ -480,6 +536,8 @@ def run(args):
     device = bfm.select_device(args.ngpu, args.devicen)
     print(f"device: {device}")
     cfg = run_config(args, paths, device)
+    if args.resume:
+        cfg["recipe"] = saved["recipe"]  # the run's own recipe, even if the defaults changed since
     flags = cfg["flags"]
     seconds = {}
     t0 = time.time()
@@ -507,11 +565,15 @@ def run(args):
         oracle = bfm.LabelOracle(target)
         aux_images = data[flags["aux_split"]][0]
         aux_labels = oracle(bfm.to_unit(aux_images))
+        t0 = time.time()
+        surrogate, surrogate_info = surrogate_stage(cfg, (aux_images, aux_labels), paths, device)
+        seconds["surrogate"] = time.time() - t0
         g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), oracle, target, judge,
-                                                     paths, device, logger)
+                                                     paths, device, logger, surrogate)
         metrics, grid_images = final_evaluation(cfg, g, target, judge, paths, device)
         results = {"target": {"val_accuracy": val_acc, "test_accuracy": test_acc},
-                   "attack": {"variant": flags["variant"], "queries": oracle.queries, **metrics},
+                   "attack": {"variant": flags["variant"], "queries": oracle.queries, **metrics,
+                              "surrogate": surrogate_report(surrogate, surrogate_info, target, data["val"][0])},
                    "reference": reference, "evaluator": evaluator, "history": history,
                    "seconds": {k: round(v, 2) for k, v in seconds.items()}}
         write_results(cfg, paths, results, history, metrics, grid_images, reference)
@@ -542,7 +604,8 @@ def evaluate_run(run_dir):
     old = {}
     if (paths["run"] / RESULTS).is_file():
         old = json.loads((paths["run"] / RESULTS).read_text())
-    results = dict(old, attack={"variant": flags["variant"], "queries": ckpt["queries"], **metrics},
+    results = dict(old, attack={"variant": flags["variant"], "queries": ckpt["queries"], **metrics,
+                                "surrogate": old.get("attack", {}).get("surrogate")},
                    reference=reference, evaluator=evaluator, history=ckpt["history"])
     results.setdefault("target", {"val_accuracy": target_ckpt["val_accuracy"],
                                   "test_accuracy": bfm.classifier_accuracy(target, *data["test"])})

@@ -125,6 +125,71 @@ def test_corrected_variant_augments_what_d_sees():
                    for dy in range(-3, 4) for dx in range(-3, 4))
 
 
+class SpySurrogate(nn.Module):
+    """A fixed linear 'surrogate' that records what G shows it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.linear = nn.Linear(28 * 28, 10)
+        nn.init.normal_(self.linear.weight, std=0.1)  # a decisive classifier: its gradients are informative
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.linear(x.flatten(1))
+
+
+def surrogate_ce_after(surrogate, weight, epochs):
+    """Cross-entropy of the surrogate's label for G's images against the requested 3, after training G."""
+    torch.manual_seed(0)
+    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
+    recipe = dict(bfm.default_recipe(), batch_size=2, mmd_weight=0.0, adv_weight=0.0, surrogate_weight=weight)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    images, labels = aux(8, label=3)
+    for _ in range(epochs):
+        bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe, surrogate=surrogate)
+    fakes = bfm.generator_images(g, labels, bfm.fixed_noise(8, 4, 0, CPU), "corrected")
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(surrogate(fakes), labels).item()
+
+
+def test_the_surrogate_loss_teaches_g_the_requested_class():
+    surrogate = SpySurrogate().requires_grad_(False)
+    untrained = surrogate_ce_after(surrogate, 1.0, epochs=0)
+    trained = surrogate_ce_after(surrogate, 1.0, epochs=10)
+    assert trained < 0.5 * untrained
+    # G shows the surrogate images on the API's [0, 1] scale, never the target itself
+    assert min(x.min().item() for x in surrogate.seen) >= 0 and max(x.max().item() for x in surrogate.seen) <= 1
+    surrogate.seen.clear()
+    surrogate_ce_after(surrogate, 0.0, epochs=1)
+    assert len(surrogate.seen) == 1  # weight 0: only the measurement above, never during training
+
+
+def squares(per_class, seed):
+    """uint8 images whose class is the size of a centred bright square (unchanged by the +-2 px shifts)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    images = torch.randint(0, 60, (len(labels), 28, 28), generator=gen, dtype=torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        lo = 12 - c
+        images[i, lo:lo + 4 + 2 * c, lo:lo + 4 + 2 * c] = 255
+    return images, labels
+
+
+def test_the_surrogate_learns_the_apis_labels_without_touching_the_global_rng():
+    (x, y), (x_held, y_held) = squares(12, seed=0), squares(3, seed=1)
+    api_labels = (y + 1) % 10  # whatever the API says, right or wrong, is what it learns
+    state = torch.get_rng_state()
+    model, fit = bfm.train_surrogate(x, api_labels, seed=5, device=CPU, epochs=25, batch_size=20)
+    assert torch.equal(torch.get_rng_state(), state)
+    held = bfm.predict_labels(model, bfm.to_unit(x_held))
+    assert (held == (y_held + 1) % 10).float().mean() >= 0.9 and fit >= 0.7  # fit: in train mode, with dropout
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    again, _ = bfm.train_surrogate(x, api_labels, seed=5, device=CPU, epochs=25, batch_size=20)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
 def test_conditional_mmd():
     torch.manual_seed(0)
     a, b = torch.rand(20, 1, 28, 28), torch.rand(20, 1, 28, 28) * 0.2
@@ -160,3 +225,15 @@ def test_accuracy_by_class():
     pred[0] = 9  # one miss in class 0
     acc, per_class = bfm.accuracy_by_class(pred, requested)
     assert acc == pytest.approx(19 / 20) and per_class[0] == 0.5 and per_class[1:] == [1.0] * 9
+
+
+def test_learning_rates_decay_linearly_with_the_epoch():
+    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
+    recipe = bfm.default_recipe()
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    for epoch, factor in ((1, 1.0), (4, 4 / 7), (7, 1 / 7)):
+        bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, 7)
+        assert opt_g.param_groups[0]["lr"] == pytest.approx(recipe["lr_g"] * factor)
+        assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * factor)
+    bfm.set_epoch_learning_rates(opt_g, opt_d, dict(recipe, lr_decay=None), 7, 7)
+    assert opt_g.param_groups[0]["lr"] == recipe["lr_g"]

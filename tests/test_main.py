@@ -45,6 +45,7 @@ def finished(data_dir, tmp_path_factory):
 
 def test_every_promised_file_is_written(finished):
     for rel in ("config.json", "results.json", "report.png", "models/target_best.pt", "models/gan_last.pt",
+                "models/surrogate.pt",
                 "models/gan_epoch_010.pt", "samples/final_grid.png", "samples/epoch_001.png",
                 "samples/epoch_010.png"):
         assert (finished / rel).is_file(), rel
@@ -63,6 +64,7 @@ def test_results_json_has_the_promised_fields(finished):
                 "per_class_accuracy_by_evaluator", "fid_evaluator", "knn_dist"):
         assert key in attack, key
     assert attack["queries"] == 30  # the 30 test images of the tiny tree, queried once
+    assert set(attack["surrogate"]) == {"accuracy_on_aux_labels", "agreement_with_target_on_val"}
     assert len(attack["per_class_accuracy_by_target"]) == 10
     assert {"data", "target", "evaluator", "gan"} <= set(results["seconds"])
     assert set(results["reference"]) == {"real_test", "uniform_noise"}
@@ -103,6 +105,14 @@ def test_evaluate_recomputes_the_same_metrics(finished):
     after = json.loads((finished / "results.json").read_text())
     assert after["attack"] == before["attack"]
     assert after["seconds"] == before["seconds"]
+
+
+def test_surrogate_weight_zero_is_the_attack_without_a_surrogate(data_dir, tmp_path):
+    run_dir = tmp_path / "no-surrogate"
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 1, "--surrogate_weight", 0))
+    assert not (run_dir / "models" / "surrogate.pt").exists()
+    assert json.loads((run_dir / "config.json").read_text())["recipe"]["surrogate_weight"] == 0
+    assert json.loads((run_dir / "results.json").read_text())["attack"]["surrogate"] is None
 
 
 def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):

@@ -85,6 +85,13 @@ def test_zero_or_negative_sizes_and_epochs(tmp_path, flag, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "much"])
+def test_a_bad_surrogate_weight(tmp_path, value):
+    proc = fails("--run_dir", tmp_path / "run", "--surrogate_weight", value)
+    assert_one_line_error(proc, "--surrogate_weight", value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_unwritable_run_folder(data_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where a folder is needed: unwritable even for root
