@@ -110,7 +110,8 @@ def build_parser():
     p.add_argument("--evaluate", default=None, metavar="RUN_DIR",
                    help="recompute the metrics, results.json and report.png of a run from its checkpoints")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="run once per seed into RUN_DIR/seed_<S> and print mean ± std of the metrics")
+                   help="run once per seed into RUN_DIR/seed_<S> and print mean ± std of the metrics "
+                        "(a seed already finished there is read, an interrupted one resumed)")
     return p
 
 
@@ -617,6 +618,21 @@ SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator")
                 ("attack", "fid_evaluator"), ("attack", "knn_dist"))
 
 
+PATH_FLAGS = ("run_dir", "model_dir", "sample_dir", "log_dir")
+
+
+def check_same_flags(saved_cfg, run_args, run_dir):
+    """A sweep reuses a seed's earlier run only if it was made with the flags asked for now."""
+    wanted = {k: v for k, v in vars(run_args).items() if k not in ("resume", "evaluate", "seeds", *PATH_FLAGS)}
+    wanted["gan_batch_size"] = gan_batch_size(run_args)
+    wanted["data_dir"] = str(Path(run_args.data_dir).resolve())
+    differ = [f"--{k} {saved_cfg['flags'].get(k)} there, {v} now" for k, v in wanted.items()
+              if saved_cfg["flags"].get(k) != v]
+    if differ:
+        raise bfm.UserError(f"{run_dir} was run with other flags ({'; '.join(differ)}); "
+                            "pass the same flags or another --run_dir")
+
+
 def run_seeds(args):
     """--seeds: one run per seed in RUN_DIR/seed_<S>, then mean ± std of the headline metrics."""
     if args.resume:
@@ -625,7 +641,15 @@ def run_seeds(args):
         datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-seeds")
     all_results = {}
     for seed in args.seeds:
-        run_args = argparse.Namespace(**dict(vars(args), seed=seed, run_dir=str(base / f"seed_{seed}"), seeds=None))
+        seed_dir = base / f"seed_{seed}"
+        run_args = argparse.Namespace(**dict(vars(args), seed=seed, run_dir=str(seed_dir), seeds=None))
+        if (seed_dir / CONFIG).is_file():
+            check_same_flags(load_run_config(seed_dir, "--seeds"), run_args, seed_dir)
+        if (seed_dir / RESULTS).is_file():  # finished earlier: a sweep can be extended or rerun after a crash
+            print(f"seed {seed}: reading the finished run in {seed_dir}")
+            all_results[seed] = json.loads((seed_dir / RESULTS).read_text())
+            continue
+        run_args.resume = str(seed_dir) if (seed_dir / CONFIG).is_file() else None
         all_results[seed] = run(run_args)
     summary = {}
     for section, key in SUMMARY_KEYS:

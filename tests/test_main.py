@@ -125,3 +125,24 @@ def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):
     entry = summary["summary"]["attack.accuracy_by_evaluator"]
     assert entry["values"] == pytest.approx(values) and entry["mean"] == pytest.approx(sum(values) / 2)
     assert "attack.accuracy_by_evaluator:" in out and "±" in out
+    # extending the sweep reads the finished seeds instead of running them again
+    out = main_py(*dry_run_args(data_dir, base, "--epochs_gan", 1, "--seeds", 1, 2, 3)).stdout
+    assert "seed 1: reading the finished run" in out and "seed 2: reading the finished run" in out
+    summary = json.loads((base / "seeds_summary.json").read_text())
+    assert summary["seeds"] == [1, 2, 3] and summary["summary"]["attack.accuracy_by_evaluator"]["values"][:2] == values
+    # ... but never a run made with other flags
+    proc = main_py(*dry_run_args(data_dir, base, "--epochs_gan", 2, "--seeds", 1), check=False)
+    assert proc.returncode == 2 and "--epochs_gan 1 there, 2 now" in proc.stderr
+
+
+def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
+    out = tmp_path / "side_by_side.png"
+    script = REPO / "bench" / "compare_grids.py"
+    proc = subprocess.run([sys.executable, str(script), finished, finished, "--out", out], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as img:
+        assert img.size[0] >= 2 * img.size[1] * 0.8  # two panels across
+    proc = subprocess.run([sys.executable, str(script), finished, tmp_path, "--out", out], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "has no results.json" in proc.stderr and "Traceback" not in proc.stderr
