@@ -2,6 +2,7 @@
 
 Nothing happens at import: main.py and the tests call these functions explicitly.
 """
+import contextlib
 import copy
 import gzip
 import hashlib
@@ -45,6 +46,14 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_fork(seed, device):
+    """Run a block with its own seeded RNG stream; the caller's RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def select_device(ngpu, devicen):
@@ -567,6 +576,11 @@ def unwrap(model):
 # classifiers: training and evaluation
 # ---------------------------------------------------------------------------
 
+def shift_2px(x01):
+    """Training augmentation of the evaluator and the surrogate: random shifts up to 2 px, black fill."""
+    return _translate(x01, 2, fill=0.0)
+
+
 def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches=None,
                            augment=None, desc="train"):
     """One epoch of cross-entropy training on uint8 images; returns (mean loss, accuracy) over samples."""
@@ -634,16 +648,13 @@ def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_bat
     checkpoint instead continues with the same random streams. Returns (model, accuracy on its own
     training labels in the last epoch).
     """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_fork(seed, device):
         model = SurrogateClassifier().to(device)
         optimizer = _adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
         acc = float("nan")
         for epoch in range(epochs):
             _, acc = train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches,
-                                            augment=lambda x: _translate(x, 2, fill=0.0),
-                                            desc=f"surrogate {epoch + 1}")
+                                            augment=shift_2px, desc=f"surrogate {epoch + 1}")
     return model.eval().requires_grad_(False), acc
 
 
@@ -887,9 +898,7 @@ def train_evaluator(train, test, seed, device, epochs=EVALUATOR_EPOCHS, batch_si
     Its randomness is forked from the run's, so loading it from the cache or training it
     leaves the attack's random streams unchanged.
     """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_fork(seed, device):
         model = EvalClassifier().to(device)
         steps = 1 if dry_run else epochs * math.ceil(len(train[0]) / batch_size)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -897,7 +906,7 @@ def train_evaluator(train, test, seed, device, epochs=EVALUATOR_EPOCHS, batch_si
         stepper = _ScheduledOptimizer(optimizer, schedule)
         for epoch in range(1 if dry_run else epochs):
             loss, acc = train_classifier_epoch(model, stepper, *train, batch_size, device, 1 if dry_run else None,
-                                               augment=lambda x: _translate(x, 2, fill=0.0),
+                                               augment=shift_2px,
                                                desc=f"evaluator {epoch + 1}")
         model.eval()
     return model, classifier_accuracy(model, *test, max_batches=1 if dry_run else None)

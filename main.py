@@ -171,14 +171,23 @@ def load_run_config(run_dir, flag):
         raise bfm.UserError(f"{path} is not readable JSON; pass a run folder written by main.py") from None
 
 
-def run_config(args, paths, device):
-    """Everything that defines the run, written to config.json and into checkpoints."""
+PATH_FLAGS = ("run_dir", "model_dir", "sample_dir", "log_dir")
+
+
+def run_flags(args):
+    """The flags as config.json records them, before the run's own folders are filled in."""
     flags = {k: v for k, v in vars(args).items() if k not in ("resume", "evaluate", "seeds")}
     flags["gan_batch_size"] = gan_batch_size(args)
+    flags["data_dir"] = str(Path(args.data_dir).resolve())
+    return flags
+
+
+def run_config(args, paths, device):
+    """Everything that defines the run, written to config.json and into checkpoints."""
+    flags = run_flags(args)
     flags["run_dir"] = str(paths["run"])
     for key in ("model_dir", "sample_dir", "log_dir"):
         flags[key] = str(paths[{"model_dir": "models", "sample_dir": "samples", "log_dir": "tensorboard"}[key]])
-    flags["data_dir"] = str(Path(args.data_dir).resolve())
     return {"flags": flags, "seed": args.seed, "device": str(device),
             "recipe": corrected_recipe(args) if args.variant == "corrected" else None,
             "versions": {"torch": str(torch.__version__), "torchvision": str(_torchvision_version()),
@@ -618,14 +627,9 @@ SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator")
                 ("attack", "fid_evaluator"), ("attack", "knn_dist"))
 
 
-PATH_FLAGS = ("run_dir", "model_dir", "sample_dir", "log_dir")
-
-
 def check_same_flags(saved_cfg, run_args, run_dir):
     """A sweep reuses a seed's earlier run only if it was made with the flags asked for now."""
-    wanted = {k: v for k, v in vars(run_args).items() if k not in ("resume", "evaluate", "seeds", *PATH_FLAGS)}
-    wanted["gan_batch_size"] = gan_batch_size(run_args)
-    wanted["data_dir"] = str(Path(run_args.data_dir).resolve())
+    wanted = {k: v for k, v in run_flags(run_args).items() if k not in PATH_FLAGS}
     differ = [f"--{k} {saved_cfg['flags'].get(k)} there, {v} now" for k, v in wanted.items()
               if saved_cfg["flags"].get(k) != v]
     if differ:
