@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import article_path  # noqa: E402
 import bf_mnist as bfm  # noqa: E402
+from attacklab.api import PredictionAPI  # noqa: E402
+from attacklab.classifiers import classifier_accuracy, train_classifier_epoch  # noqa: E402
+from attacklab.data import load_split, prepare_data, to_unit  # noqa: E402
+from attacklab.runtime import select_device  # noqa: E402
 
 
 def median_rate(fn, n_images, repeats):
@@ -46,29 +50,29 @@ def take(loader, n_batches):
 
 
 def bench_target_training(data_dir, n_batches, repeats, device):
-    images, labels = bfm.load_split(data_dir, "train")
+    images, labels = load_split(data_dir, "train")
     loader = article_path.image_folder_loader(data_dir / "train")
     model = bfm.TargetModel().to(device)
     adam = torch.optim.Adam(model.parameters())
     article = median_rate(lambda: article_path.train_target_batches(model, adam, take(loader, n_batches), device),
                           n_batches * 200, repeats)
     fused = torch.optim.Adam(model.parameters(), fused=True)
-    ours = median_rate(lambda: bfm.train_classifier_epoch(model, fused, images, labels, 200, device, n_batches),
+    ours = median_rate(lambda: train_classifier_epoch(model, fused, images, labels, 200, device, n_batches),
                        n_batches * 200, repeats)
     return article, ours
 
 
 def bench_target_eval(data_dir, repeats, device):
-    images, labels = bfm.load_split(data_dir, "val")
+    images, labels = load_split(data_dir, "val")
     loader = article_path.image_folder_loader(data_dir / "val")
     model = bfm.TargetModel().to(device).eval()
     article = median_rate(lambda: article_path.eval_target(model, loader, device), len(images), repeats)
-    ours = median_rate(lambda: bfm.classifier_accuracy(model, images, labels), len(images), repeats)
+    ours = median_rate(lambda: classifier_accuracy(model, images, labels), len(images), repeats)
     return article, ours
 
 
 def bench_gan(data_dir, n_batches, repeats, device):
-    images, _ = bfm.load_split(data_dir, "test")
+    images, _ = load_split(data_dir, "test")
     loader = article_path.image_folder_loader(data_dir / "test")
     target = bfm.TargetModel().to(device).eval()
     g, d = bfm.Generator().to(device), bfm.Discriminator().to(device)
@@ -76,17 +80,18 @@ def bench_gan(data_dir, n_batches, repeats, device):
     opt_d = torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.9))
     article = median_rate(lambda: article_path.gan_blog_batches(
         g, d, target, opt_g, opt_d, [x for x, _ in take(loader, n_batches)], device), n_batches * 200, repeats)
-    oracle = bfm.LabelOracle(target)
-    aux_labels = oracle(bfm.to_unit(images))  # queried once, as main.py does
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "blog", None)
-    blog = median_rate(lambda: bfm.gan_epoch_blog(g, d, opt_g, opt_d, images, aux_labels, oracle, 100, 200,
-                                                  device, n_batches), n_batches * 200, repeats)
+    api = PredictionAPI(target)
+    aux_labels = api(to_unit(images))  # queried once, as main.py does
+    blog_recipe = dict(bfm.default_recipe("blog"), batch_size=200)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, blog_recipe)
+    blog = median_rate(lambda: bfm.gan_epoch_blog(g, d, opt_g, opt_d, images, aux_labels, blog_recipe, device, 100,
+                                                  api=api, max_batches=n_batches), n_batches * 200, repeats)
     recipe = bfm.default_recipe()
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     n_corr = max(1, n_batches * 200 // recipe["batch_size"])
     surrogate = bfm.SurrogateClassifier().to(device).eval().requires_grad_(False)  # untrained: the same cost
-    corrected = median_rate(lambda: bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, aux_labels, 100, device,
-                                                            recipe, surrogate=surrogate, max_batches=n_corr),
+    corrected = median_rate(lambda: bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, aux_labels, recipe, device,
+                                                            100, surrogate=surrogate, max_batches=n_corr),
                             n_corr * recipe["batch_size"], repeats)
     return article, blog, corrected
 
@@ -110,8 +115,8 @@ def main():
     p.add_argument("--full_run", action="store_true", help="also time the whole default python main.py")
     args = p.parse_args()
     data_dir = Path(args.data_dir)
-    bfm.prepare_data(data_dir)
-    device = bfm.select_device(1, 0)
+    prepare_data(data_dir)
+    device = select_device(1, 0)
     torch.manual_seed(0)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.repeats}, {args.batches} batches of 200 per measurement")

@@ -11,14 +11,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import bf_mnist as bfm  # noqa: E402
+from attacklab import data  # noqa: E402
 
 
 def synthetic_splits(per_class=(6, 3, 3), seed=0):
     """{split: (uint8 images (N, 28, 28), labels)} with a class-dependent bright bar plus noise."""
     rng = np.random.default_rng(seed)
     out = {}
-    for split, n in zip(bfm.SPLITS, per_class):
+    for split, n in zip(data.SPLITS, per_class):
         labels = np.repeat(np.arange(10), n)
         images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
         for i, c in enumerate(labels):
@@ -30,14 +30,24 @@ def synthetic_splits(per_class=(6, 3, 3), seed=0):
 def write_fake_pickle(path, splits):
     """A gzipped pickle in the classic mnist.pkl.gz format: ((x float32 byte/256, y int64) x 3)."""
     raw = tuple((s[0].numpy().reshape(len(s[0]), -1).astype(np.float32) / 256.0, s[1].numpy())
-                for s in (splits[k] for k in bfm.SPLITS))
+                for s in (splits[k] for k in data.SPLITS))
     Path(path).write_bytes(gzip.compress(pickle.dumps(raw, protocol=4)))
     return path
 
 
+def write_tiny_tree(root):
+    """An ImageFolder tree train/val/test with 6/3/3 synthetic images per digit at root."""
+    data.write_image_tree(root, synthetic_splits())
+    return root
+
+
 @pytest.fixture
 def tiny_tree(tmp_path):
-    """An ImageFolder tree train/val/test with 6/3/3 images per digit."""
-    root = tmp_path / "data"
-    bfm.write_image_tree(root, synthetic_splits())
-    return root
+    """A fresh tiny tree for a test that changes it."""
+    return write_tiny_tree(tmp_path / "MNIST")
+
+
+@pytest.fixture(scope="module")
+def shared_tree(tmp_path_factory):
+    """One tiny tree for the tests of a module that only read it."""
+    return write_tiny_tree(tmp_path_factory.mktemp("tiny") / "MNIST")

@@ -4,14 +4,15 @@ import sys
 import torch
 
 import bf_mnist as bfm
+from attacklab.api import PredictionAPI
+from attacklab.data import batch_indices, to_unit
 from conftest import REPO, synthetic_splits
 
 sys.path.insert(0, str(REPO / "bench"))
 import article_path  # noqa: E402
 
 
-def test_blog_loop_matches_the_articles_loop_bit_for_bit(monkeypatch):
-    monkeypatch.setattr(bfm, "BLOG_WARMUP_ITERS", 3)  # cover both the random and the constant real targets
+def test_blog_loop_matches_the_articles_loop_bit_for_bit():
     images = synthetic_splits((4, 1, 1))["train"][0]  # 40 images -> 4 batches of 10
     cpu = torch.device("cpu")
     torch.manual_seed(0)
@@ -28,14 +29,16 @@ def test_blog_loop_matches_the_articles_loop_bit_for_bit(monkeypatch):
 
     g_a, d_a, (opt_g, opt_d) = fresh()
     torch.manual_seed(1)
-    batches = [bfm.to_unit(images[idx]) for idx in bfm.batch_indices(len(images), 10, True)]
+    batches = [to_unit(images[idx]) for idx in batch_indices(len(images), 10, True)]
     article_path.gan_blog_batches(g_a, d_a, target, opt_g, opt_d, batches, cpu, nz=8, warmup=3)
 
     g_b, d_b, (opt_g, opt_d) = fresh()
-    oracle = bfm.LabelOracle(target)
-    labels = oracle(bfm.to_unit(images))
+    api = PredictionAPI(target)
+    labels = api(to_unit(images))
     torch.manual_seed(1)
-    bfm.gan_epoch_blog(g_b, d_b, opt_g, opt_d, images, labels, oracle, 8, 10, cpu)
+    # random real targets for iterations 1-2 only: both the random and the constant targets are covered
+    recipe = dict(bfm.default_recipe("blog"), batch_size=10, random_real_targets_until=3)
+    bfm.gan_epoch_blog(g_b, d_b, opt_g, opt_d, images, labels, recipe, cpu, 8, api=api)
 
     for (name, a), b in zip(g_a.state_dict().items(), g_b.state_dict().values()):
         assert torch.equal(a, b), f"G {name} differs"  # weights and BatchNorm running statistics

@@ -4,6 +4,10 @@ import torch
 import torch.nn as nn
 
 import bf_mnist as bfm
+from attacklab.api import PredictionAPI
+from attacklab.classifiers import predict_labels
+from attacklab.data import to_unit
+from attacklab.metrics import accuracy_by_class
 from conftest import synthetic_splits
 
 CPU = torch.device("cpu")
@@ -38,17 +42,18 @@ def aux(n=8, label=3):
     return images, torch.full((n,), label)
 
 
-def blog_epoch(d, n_images, batch, oracle, g=None):
+def blog_epoch(d, n_images, batch, api, g=None, **recipe_overrides):
     torch.manual_seed(0)
     g = g or bfm.Generator(input_dim=4, base_channel=8)
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "blog", None)
+    recipe = dict(bfm.default_recipe("blog"), batch_size=batch, **recipe_overrides)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     images, labels = aux(n_images)
-    return bfm.gan_epoch_blog(g, d, opt_g, opt_d, images, labels, oracle, 4, batch, CPU), g
+    return bfm.gan_epoch_blog(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, api=api), g
 
 
 def test_blog_variant_conditions_fakes_on_the_targets_label_of_the_fake():
-    d, oracle = SpyD(), bfm.LabelOracle(ConstantTarget(7))
-    blog_epoch(d, n_images=8, batch=4, oracle=oracle)
+    d, api = SpyD(), PredictionAPI(ConstantTarget(7))
+    blog_epoch(d, n_images=8, batch=4, api=api)
     real_calls = [(x, y) for x, y in d.calls if (y == 3).all()]
     fake_calls = [(x, y) for x, y in d.calls if (y == 7).all()]
     # iteration 1: G step only; iteration 2: D on real and fake, then G
@@ -57,16 +62,16 @@ def test_blog_variant_conditions_fakes_on_the_targets_label_of_the_fake():
     assert x_real.min() >= 0 and x_real.max() <= 1  # reals stay in [0, 1] against Tanh fakes
     assert min(x.min().item() for x, _ in fake_calls) < 0
     # every fake the article's loop makes is sent to the API: 4 (D, iteration 2) + 4 + 4 (G)
-    assert oracle.queries == 12
+    assert api.queries == 12
 
 
 def test_blog_variant_steps_d_on_even_iterations_only():
     d = bfm.Discriminator(base_channel=8)
     before = [p.clone() for p in d.parameters()]
-    (_, loss_d), g = blog_epoch(d, n_images=4, batch=4, oracle=bfm.LabelOracle(ConstantTarget(1)))
+    (_, loss_d), g = blog_epoch(d, n_images=4, batch=4, api=PredictionAPI(ConstantTarget(1)))
     assert all(torch.equal(a, b) for a, b in zip(before, d.parameters()))
     assert loss_d != loss_d  # NaN: D was never evaluated on an odd-only epoch
-    blog_epoch(d, n_images=8, batch=4, oracle=bfm.LabelOracle(ConstantTarget(1)))
+    blog_epoch(d, n_images=8, batch=4, api=PredictionAPI(ConstantTarget(1)))
     assert not all(torch.equal(a, b) for a, b in zip(before, d.parameters()))
 
 
@@ -79,14 +84,13 @@ def test_blog_variant_uses_random_real_targets_for_the_first_49_iterations(monke
         return real_bce(logits, target)
 
     monkeypatch.setattr(bfm.F, "binary_cross_entropy_with_logits", spy)
-    blog_epoch(bfm.Discriminator(base_channel=8), 8, 4, bfm.LabelOracle(ConstantTarget(1)))
+    blog_epoch(bfm.Discriminator(base_channel=8), 8, 4, PredictionAPI(ConstantTarget(1)))
     # calls: G(it 1), D real(it 2), D fake(it 2), G(it 2)
     real_target = seen[1]
     assert not torch.equal(real_target, torch.ones(4)) and real_target.min() >= 0 and real_target.max() < 1
     assert torch.equal(seen[2], torch.zeros(4)) and torch.equal(seen[3], torch.ones(4))
     seen.clear()
-    monkeypatch.setattr(bfm, "BLOG_WARMUP_ITERS", 2)
-    blog_epoch(bfm.Discriminator(base_channel=8), 8, 4, bfm.LabelOracle(ConstantTarget(1)))
+    blog_epoch(bfm.Discriminator(base_channel=8), 8, 4, PredictionAPI(ConstantTarget(1)), random_real_targets_until=2)
     assert torch.equal(seen[1], torch.ones(4))
 
 
@@ -94,10 +98,10 @@ def corrected_epoch(**recipe_overrides):
     """One corrected epoch over 8 copies of a '3' with a spying D (the loop takes no target at all)."""
     d, g = SpyD(), bfm.Generator(input_dim=4, base_channel=8)
     recipe = dict(bfm.default_recipe(), **recipe_overrides)
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     images, labels = aux(8, label=3)
     torch.manual_seed(0)
-    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe)
+    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4)
     return d, images
 
 
@@ -108,7 +112,7 @@ def test_corrected_variant_judges_fakes_with_the_requested_label():
         x, y = d.calls[2 * batch]
         assert len(x) == 8
         real, fake = x[:4], x[4:]
-        assert torch.allclose(real, bfm.to_unit(images[:4]) * 2 - 1)  # reals on G's [-1, 1] scale
+        assert torch.allclose(real, to_unit(images[:4]) * 2 - 1)  # reals on G's [-1, 1] scale
         assert (y == 3).all()  # (G(z, y), y): the requested label, never f(G(z, y))
         assert fake.min() >= -1 and fake.max() <= 1 and not torch.allclose(fake, real)
         x_g, y_g = d.calls[2 * batch + 1]
@@ -118,7 +122,7 @@ def test_corrected_variant_judges_fakes_with_the_requested_label():
 def test_corrected_variant_augments_what_d_sees():
     d, images = corrected_epoch(batch_size=8, translate=3)
     seen_reals = d.calls[0][0][:8]
-    plain = bfm.to_unit(images) * 2 - 1
+    plain = to_unit(images) * 2 - 1
     assert not torch.equal(seen_reals, plain)
     for seen, orig in zip(seen_reals[:, 0], plain[:, 0]):  # each is a copy shifted by at most 3 pixels
         assert any(torch.equal(seen[6:22, 6:22], orig[6 - dy:22 - dy, 6 - dx:22 - dx])
@@ -145,11 +149,11 @@ def surrogate_ce_after(surrogate, weight, epochs):
     torch.manual_seed(0)
     g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
     recipe = dict(bfm.default_recipe(), batch_size=2, mmd_weight=0.0, adv_weight=0.0, surrogate_weight=weight)
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     images, labels = aux(8, label=3)
     for _ in range(epochs):
-        bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, 4, CPU, recipe, surrogate=surrogate)
-    fakes = bfm.generator_images(g, labels, bfm.fixed_noise(8, 4, 0, CPU), "corrected")
+        bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, surrogate=surrogate)
+    fakes = bfm.generator_images(g, labels, bfm.fixed_noise(8, 4, 0, CPU))
     with torch.no_grad():
         return torch.nn.functional.cross_entropy(surrogate(fakes), labels).item()
 
@@ -183,7 +187,7 @@ def test_the_surrogate_learns_the_apis_labels_without_touching_the_global_rng():
     state = torch.get_rng_state()
     model, fit = bfm.train_surrogate(x, api_labels, seed=5, device=CPU, epochs=25, batch_size=20)
     assert torch.equal(torch.get_rng_state(), state)
-    held = bfm.predict_labels(model, bfm.to_unit(x_held))
+    held = predict_labels(model, to_unit(x_held))
     assert (held == (y_held + 1) % 10).float().mean() >= 0.9 and fit >= 0.7  # fit: in train mode, with dropout
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     again, _ = bfm.train_surrogate(x, api_labels, seed=5, device=CPU, epochs=25, batch_size=20)
@@ -201,20 +205,11 @@ def test_conditional_mmd():
     assert bfm.conditional_mmd2(a, a, labels, (labels + 1) % 10, scales) > 0.1
 
 
-def test_oracle_counts_every_image_and_returns_labels_only():
-    oracle = bfm.LabelOracle(ConstantTarget(5))
-    out = oracle(torch.rand(7, 1, 28, 28))
-    oracle(torch.rand(3, 1, 28, 28))
-    assert oracle.queries == 10
-    assert out.dtype == torch.int64 and out.shape == (7,) and (out == 5).all()
-    assert not hasattr(oracle, "model") and not hasattr(oracle, "parameters")
-
-
 def test_generator_images_are_in_unit_range_and_deterministic():
     g = bfm.Generator(input_dim=4, base_channel=8)
     noise = bfm.fixed_noise(20, 4, seed=3, device=CPU)
-    a = bfm.generator_images(g, bfm.grid_labels(2), noise, "corrected")
-    b = bfm.generator_images(g, bfm.grid_labels(2), bfm.fixed_noise(20, 4, seed=3, device=CPU), "corrected")
+    a = bfm.generator_images(g, bfm.grid_labels(2), noise)
+    b = bfm.generator_images(g, bfm.grid_labels(2), bfm.fixed_noise(20, 4, seed=3, device=CPU))
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and a.shape == (20, 1, 28, 28)
     assert g.training  # the eval-mode switch is undone
 
@@ -223,14 +218,14 @@ def test_accuracy_by_class():
     requested = bfm.grid_labels(2)
     pred = requested.clone()
     pred[0] = 9  # one miss in class 0
-    acc, per_class = bfm.accuracy_by_class(pred, requested)
+    acc, per_class = accuracy_by_class(pred, requested)
     assert acc == pytest.approx(19 / 20) and per_class[0] == 0.5 and per_class[1:] == [1.0] * 9
 
 
 def test_learning_rates_decay_linearly_with_the_epoch():
     g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
     recipe = bfm.default_recipe()
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, "corrected", recipe)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     for epoch, factor in ((1, 1.0), (4, 4 / 7), (7, 1 / 7)):
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, 7)
         assert opt_g.param_groups[0]["lr"] == pytest.approx(recipe["lr_g"] * factor)

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import bf_mnist as bfm
-from conftest import REPO, synthetic_splits
+from conftest import REPO
 
 PROMISED_TAGS = {"target/train_loss", "target/train_accuracy", "target/val_accuracy", "gan/loss_d", "gan/loss_g",
                  "attack/accuracy_by_target", "attack/accuracy_by_evaluator"}
@@ -30,10 +29,8 @@ def dry_run_args(data_dir, run_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny") / "MNIST"
-    bfm.write_image_tree(root, synthetic_splits())
-    return root
+def data_dir(shared_tree):
+    return shared_tree
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +96,26 @@ def test_training_flag_false_is_false(text):
     assert main.build_parser().parse_args(["--training_flag", text]).training_flag is False
 
 
-def test_evaluate_recomputes_the_same_metrics(finished):
-    before = json.loads((finished / "results.json").read_text())
-    main_py("--evaluate", finished)
-    after = json.loads((finished / "results.json").read_text())
-    assert after["attack"] == before["attack"]
-    assert after["seconds"] == before["seconds"]
+def test_evaluate_recomputes_the_same_metrics(data_dir, tmp_path):
+    run_dir = tmp_path / "run"  # its own run: the module's shared one is only read
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 2))
+    before = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").unlink()  # recomputed from the checkpoints alone
+    main_py("--evaluate", run_dir)
+    after = json.loads((run_dir / "results.json").read_text())
+    assert after["attack"] == before["attack"] and after["target"] == before["target"]
+    assert after["history"] == before["history"]
+
+
+@pytest.mark.parametrize("config", ['{"flags": {}}', '{"seed": 1}', '[1, 2]'])
+def test_evaluate_and_resume_refuse_a_config_that_lacks_keys(data_dir, tmp_path, config):
+    run_dir = tmp_path / "edited"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(config)
+    for flag in ("--evaluate", "--resume"):
+        proc = main_py(flag, run_dir, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "lacks" in proc.stderr
 
 
 def test_surrogate_weight_zero_is_the_attack_without_a_surrogate(data_dir, tmp_path):

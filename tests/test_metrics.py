@@ -3,35 +3,38 @@ import pytest
 import torch
 import torch.nn as nn
 
+from attacklab import metrics
+from attacklab.data import to_unit
+from attacklab.evaluator import Evaluator, evaluator_features, reference_rows
 import bf_mnist as bfm
 from conftest import synthetic_splits
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
     feats = torch.randn(300, 16)
-    mu, cov = bfm.feature_stats(feats)
-    assert bfm.frechet_distance(mu, cov, mu, cov) == pytest.approx(0, abs=1e-6)
+    mu, cov = metrics.feature_stats(feats)
+    assert metrics.frechet_distance(mu, cov, mu, cov) == pytest.approx(0, abs=1e-6)
 
 
 def test_frechet_distance_of_shifted_features_is_the_squared_shift():
     feats = torch.randn(300, 16, dtype=torch.float64)
     shift = torch.linspace(-1, 2, 16, dtype=torch.float64)
-    fid = bfm.frechet_distance(*bfm.feature_stats(feats), *bfm.feature_stats(feats + shift))
+    fid = metrics.frechet_distance(*metrics.feature_stats(feats), *metrics.feature_stats(feats + shift))
     assert fid == pytest.approx(shift.pow(2).sum().item(), rel=1e-6)
 
 
 def test_frechet_distance_sees_a_different_spread():
     feats = torch.randn(500, 8, dtype=torch.float64)
-    mu, cov = bfm.feature_stats(feats)
+    mu, cov = metrics.feature_stats(feats)
     # covariances C and 4C: tr(C + 4C - 2 (4 C^2)^1/2) = tr(C); means 0 and 0 * 2
     expected = torch.trace(cov).item() + mu.pow(2).sum().item()
-    assert bfm.frechet_distance(mu, cov, *bfm.feature_stats(2 * feats)) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu, cov, *metrics.feature_stats(2 * feats)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_knn_distance_of_training_images_to_themselves_is_zero():
     feats, labels = torch.randn(50, 8) * 100, torch.arange(50) % 10  # far apart: each is its own neighbour
-    assert bfm.knn_distance(feats, labels, feats, labels) == pytest.approx(0, abs=1e-6)
-    assert bfm.knn_distance(feats + 1, labels, feats, labels) == pytest.approx(8.0, rel=1e-5)
+    assert metrics.knn_distance(feats, labels, feats, labels) == pytest.approx(0, abs=1e-6)
+    assert metrics.knn_distance(feats + 1, labels, feats, labels) == pytest.approx(8.0, rel=1e-5)
 
 
 class BarReader(nn.Module):
@@ -47,26 +50,26 @@ class BarReader(nn.Module):
         return torch.stack([rows[:, 2 + 2 * c: 4 + 2 * c].mean(1) for c in range(10)], 1) * 10 + 0 * self.dummy
 
 
-def stub_judge():
+def stub_evaluator():
     train_images, train_labels = synthetic_splits((20, 3, 3))["train"]
     model = BarReader()
-    return bfm.Judge(model, bfm.evaluator_features(model, bfm.to_unit(train_images)), train_labels)
+    return Evaluator(model, evaluator_features(model, to_unit(train_images)), train_labels)
 
 
 def test_a_perfect_fake_generator_scores_one():
-    judge = stub_judge()
+    evaluator = stub_evaluator()
     test_images, test_labels = synthetic_splits((1, 1, 10), seed=1)["test"]
     order = torch.argsort(test_labels, stable=True)  # "generated" images that are real ones of the requested class
-    metrics = judge.metrics(bfm.to_unit(test_images[order]), bfm.grid_labels(10))
-    assert metrics["accuracy_by_evaluator"] == 1.0
-    assert metrics["per_class_accuracy_by_evaluator"] == [1.0] * 10
-    wrong = judge.metrics(bfm.to_unit(test_images[order]), (bfm.grid_labels(10) + 1) % 10)
-    assert wrong["accuracy_by_evaluator"] == 0.0 and wrong["knn_dist"] > metrics["knn_dist"]
+    right = evaluator.metrics(to_unit(test_images[order]), bfm.grid_labels(10))
+    assert right["accuracy_by_evaluator"] == 1.0
+    assert right["per_class_accuracy_by_evaluator"] == [1.0] * 10
+    wrong = evaluator.metrics(to_unit(test_images[order]), (bfm.grid_labels(10) + 1) % 10)
+    assert wrong["accuracy_by_evaluator"] == 0.0 and wrong["knn_dist"] > right["knn_dist"]
 
 
 def test_reference_rows_are_ordered():
-    judge = stub_judge()
-    rows = bfm.reference_rows(judge, synthetic_splits((1, 1, 10), seed=2)["test"], per_class=10)
+    evaluator = stub_evaluator()
+    rows = reference_rows(evaluator, synthetic_splits((1, 1, 10), seed=2)["test"], per_class=10)
     real, noise = rows["real_test"], rows["uniform_noise"]
     assert real["accuracy_by_evaluator"] > noise["accuracy_by_evaluator"]
     assert real["fid_evaluator"] < noise["fid_evaluator"]

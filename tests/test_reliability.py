@@ -11,15 +11,14 @@ import torch
 from PIL import Image
 
 import bf_mnist as bfm
-from conftest import REPO, synthetic_splits
+from attacklab.runtime import load_checkpoint, save_atomic
+from conftest import REPO
 from test_main import dry_run_args, main_py
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-    root = tmp_path / "MNIST"
-    bfm.write_image_tree(root, synthetic_splits())
-    return root
+def data_dir(tiny_tree):
+    return tiny_tree
 
 
 def assert_one_line_error(proc, *fragments):
@@ -136,7 +135,7 @@ def test_a_finished_run_is_never_overwritten(data_dir, tmp_path):
 
 def test_save_atomic_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    bfm.save_atomic({"kind": "old"}, path)
+    save_atomic({"kind": "old"}, path)
     real_save = torch.save
 
     def dying_save(obj, fh):
@@ -146,7 +145,7 @@ def test_save_atomic_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        bfm.save_atomic({"kind": "new"}, path)
+        save_atomic({"kind": "new"}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"kind": "old"}
     assert os.listdir(tmp_path) == ["ckpt.pt"]
@@ -155,7 +154,7 @@ def test_save_atomic_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch)
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
     sys.path.insert(0, str(REPO))
     import main
-    real_epoch = bfm.gan_epoch_corrected
+    real_epoch = bfm.GAN_EPOCH["corrected"]
     calls = []
 
     def diverging(*args, **kwargs):
@@ -163,12 +162,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_dir, tmp_path,
         loss_g, loss_d = real_epoch(*args, **kwargs)
         return (float("nan") if len(calls) == 2 else loss_g), loss_d
 
-    monkeypatch.setattr(bfm, "gan_epoch_corrected", diverging)
+    monkeypatch.setitem(bfm.GAN_EPOCH, "corrected", diverging)
     run_dir = tmp_path / "run"
     code = main.main([str(a) for a in dry_run_args(data_dir, run_dir, "--epochs_gan", 3)])
     err = [line for line in capsys.readouterr().err.splitlines() if "main.py" in line or "Traceback" in line]
     assert code == 2 and len(err) == 1 and "epoch 2" in err[0] and "gan_last.pt" in err[0]  # (tqdm bars aside)
-    assert bfm.load_checkpoint(run_dir / "models" / "gan_last.pt", "gan")["epoch"] == 1
+    assert load_checkpoint(run_dir / "models" / "gan_last.pt", "gan")["epoch"] == 1
     assert not (run_dir / "results.json").exists()
 
 
@@ -186,7 +185,7 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "results.json").exists()
-    assert bfm.load_checkpoint(killed / "models" / "gan_last.pt", "gan")["epoch"] >= 2
+    assert load_checkpoint(killed / "models" / "gan_last.pt", "gan")["epoch"] >= 2
     out = main_py("--resume", killed).stdout
     assert "resuming the GAN after epoch" in out
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())

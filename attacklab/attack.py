@@ -1,0 +1,144 @@
+"""The attacker's stages: it holds its own images and the provider's API, and nothing else.
+
+run_inversion labels the attacker's images through the API, fits a surrogate of the API to those
+labels (corrected variant) and trains the conditional GAN. It never receives the target or the
+evaluator: the experimenter may pass a `monitor(g)` callback that measures G after each epoch
+for the logs, which the attack cannot call on anything else.
+"""
+import time
+from dataclasses import dataclass, field
+
+import bf_mnist as bfm
+from attacklab.data import to_unit
+from attacklab.runtime import (check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
+                               save_checkpoint, set_rng_state, set_seed, unwrap)
+from attacklab.metrics import scalar_metrics
+from attacklab.report import save_grid
+
+
+@dataclass
+class InversionOutcome:
+    """What the attack produced: the generator, the surrogate (or None), per-epoch history, seconds per stage."""
+    g: object
+    surrogate: object = None
+    surrogate_info: dict = None
+    history: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+
+def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
+    """The attacker's surrogate of the API (or (None, None) when the recipe has none).
+
+    Trained once per run on the attacker's images and the API's labels for them, kept in
+    models/surrogate.pt (a resumed run loads it).
+    """
+    recipe = cfg["recipe"]
+    if recipe.get("surrogate_weight", 0) <= 0:
+        return None, None
+    path = paths["models"] / "surrogate.pt"
+    if path.is_file():
+        return load_surrogate(path, device)
+    model, acc = bfm.train_surrogate(images, labels, cfg["seed"] + 4, device, recipe["surrogate_epochs"],
+                                     max_batches=max_batches)
+    info = {"accuracy_on_aux_labels": acc}
+    save_checkpoint("surrogate", path, model=model.state_dict(), info=info)
+    print(f"surrogate classifier: accuracy {acc:.4f} on the API's labels of the auxiliary images")
+    return model, info
+
+
+def run_inversion(cfg, api, aux_images, paths, device, logger, monitor=None, max_batches=None):
+    """The whole inversion attack: label the aux images through the API, surrogate, GAN. Returns an InversionOutcome."""
+    aux_labels = api(to_unit(aux_images))  # the attacker's only look at the target: once per aux image
+    t0 = time.time()
+    surrogate, info = surrogate_stage(cfg, aux_images, aux_labels, paths, device, max_batches)
+    seconds = {"surrogate": time.time() - t0}
+    g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
+                                                 surrogate, monitor, max_batches)
+    return InversionOutcome(g, surrogate, info, history, seconds)
+
+
+def _build_gan(cfg, device):
+    """G, D and their optimizers, seeded by the run's seed + 1."""
+    nz = cfg["flags"]["dim_initial_vec"]
+    set_seed(cfg["seed"] + 1)
+    g, d = bfm.Generator(input_dim=nz).to(device), bfm.Discriminator().to(device)
+    return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"])
+
+
+def _resume_gan(path, g, d, opt_g, opt_d, api):
+    """Load gan_last.pt into G, D, their optimizers, the API's count and the RNG: (start epoch, history, seconds)."""
+    if not path.is_file():
+        return 0, [], 0.0
+    ckpt = load_checkpoint(path, "gan")
+    g.load_state_dict(ckpt["g"])
+    d.load_state_dict(ckpt["d"])
+    opt_g.load_state_dict(ckpt["opt_g"])
+    opt_d.load_state_dict(ckpt["opt_d"])
+    api.load_state_dict({"queries": ckpt["queries"]})
+    set_rng_state(ckpt["rng"])
+    print(f"resuming the GAN after epoch {ckpt['epoch']}")
+    return ckpt["epoch"], ckpt["history"], ckpt["seconds"]
+
+
+def sample_noise(cfg, device):
+    """The noise behind every sample grid of a run (10 per class), fixed by its seed."""
+    return bfm.fixed_noise(100, cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
+
+
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None):
+    """Train G and D (resumable per checkpoint); returns (g, history, seconds)."""
+    flags, variant = cfg["flags"], cfg["flags"]["variant"]
+    recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"])
+    last_path = paths["models"] / "gan_last.pt"
+    g, d, (opt_g, opt_d) = _build_gan(cfg, device)
+    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api)
+    g_train, d_train = (maybe_data_parallel(m, device, flags["ngpu"]) for m in (g, d))
+    grid_noise, epochs = sample_noise(cfg, device), flags["epochs_gan"]
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.time()
+        bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
+        loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, recipe, device,
+                                                flags["dim_initial_vec"], api=api, surrogate=surrogate,
+                                                max_batches=max_batches)
+        seconds += time.time() - t0
+        for name, value in (("G", loss_g), ("D", loss_d)):
+            check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
+        metrics = scalar_metrics(monitor(g)) if monitor else {}
+        grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10), grid_noise, bfm.RESCALE_OUTPUT[variant]),
+                         paths["samples"] / f"epoch_{epoch:03d}.png")
+        history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d, **metrics})
+        _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid)
+        if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
+            save_checkpoint("gan", last_path, g=unwrap(g).state_dict(), d=unwrap(d).state_dict(),
+                            opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), epoch=epoch, config=cfg,
+                            history=history, queries=api.queries, seconds=seconds, rng=rng_state())
+            logger.commit()
+        if epoch % 10 == 0:
+            save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g.state_dict(),
+                            d=d.state_dict(), epoch=epoch, config=cfg)
+        summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items())
+        print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
+    return g, history, seconds
+
+
+def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):
+    """One GAN epoch's TensorBoard points (held until its checkpoint is written)."""
+    logger.scalar("gan/loss_g", loss_g, epoch)
+    logger.scalar("gan/loss_d", loss_d, epoch)
+    for key, value in metrics.items():
+        logger.scalar(f"attack/{key}", value, epoch)
+    logger.image("samples", grid, epoch)
+
+
+def load_generator(cfg, path, device):
+    """G from a run's gan_last.pt: (g on device, the checkpoint)."""
+    g, ckpt = load_model(bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"]), path, "gan", "--evaluate", key="g")
+    return g.to(device), ckpt
+
+
+def load_surrogate(path, device):
+    """The surrogate a run saved, or (None, None) when it trained none."""
+    if not path.is_file():
+        return None, None
+    model, ckpt = load_model(bfm.SurrogateClassifier(), path, "surrogate", "the saved surrogate")
+    return model.to(device).eval().requires_grad_(False), ckpt["info"]

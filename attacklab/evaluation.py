@@ -1,0 +1,110 @@
+"""The experimenter's stage: judges what the attack produced with the target and the independent evaluator.
+
+It holds what the attacker never sees (the target's weights, the evaluator, the private splits)
+and builds results.json, for a finished run and for --evaluate alike.
+"""
+from pathlib import Path
+
+import torch
+
+import bf_mnist as bfm
+from attacklab.attack import sample_noise
+from attacklab.classifiers import predict_labels
+from attacklab.data import CACHE_DIR, to_unit
+from attacklab.evaluator import load_evaluator
+from attacklab.metrics import accuracy_by_class
+from attacklab.report import save_grid, write_report
+from attacklab.runtime import write_json_atomic
+
+
+def eval_requests(cfg, device):
+    """(noise, requested classes) of the attack metrics, the same every epoch and at the end."""
+    requested = bfm.grid_labels(cfg["flags"]["n_eval_per_class"])
+    return bfm.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
+
+
+def attack_accuracies(images, requested, target, evaluator):
+    """Accuracy of the requested class as judged by the target and by the evaluator."""
+    acc_t, per_t = accuracy_by_class(predict_labels(target, images), requested)
+    acc_e, per_e = accuracy_by_class(predict_labels(evaluator.model, images), requested)
+    return {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t,
+            "accuracy_by_evaluator": acc_e, "per_class_accuracy_by_evaluator": per_e}
+
+
+def make_monitor(cfg, target, evaluator, device):
+    """monitor(g): the attack accuracies of G's fixed-noise samples, for the per-epoch logs."""
+    noise, requested = eval_requests(cfg, device)
+    rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
+    return lambda g: attack_accuracies(bfm.generator_images(g, requested, noise, rescale), requested,
+                                       target, evaluator)
+
+
+def final_evaluation(cfg, g, target, evaluator, paths, device):
+    """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid: (metrics, grid images)."""
+    rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
+    noise, requested = eval_requests(cfg, device)
+    images = bfm.generator_images(g, requested, noise, rescale)
+    metrics = attack_accuracies(images, requested, target, evaluator)
+    metrics.update({k: v for k, v in evaluator.metrics(images, requested).items() if k not in metrics})
+    grid_images = bfm.generator_images(g, bfm.grid_labels(10), sample_noise(cfg, device), rescale)
+    save_grid(grid_images, paths["samples"] / "final_grid.png")
+    return metrics, grid_images
+
+
+def surrogate_report(surrogate, info, target, val_images):
+    """The surrogate's fit, and (experimenter's view, not the attacker's) how often it agrees with the target."""
+    if surrogate is None:
+        return None
+    images = to_unit(val_images)
+    agree = (predict_labels(surrogate, images) == predict_labels(target, images)).float().mean().item()
+    return dict(info, agreement_with_target_on_val=agree)
+
+
+def build_results(target_info, variant, queries, metrics, surrogate, reference, evaluator_info, history, seconds):
+    """results.json, the same for a finished run and for --evaluate."""
+    return {"target": target_info,
+            "attack": {"variant": variant, "queries": queries, **metrics, "surrogate": surrogate},
+            "reference": reference, "evaluator": evaluator_info, "history": history,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
+def evaluator_path(flags):
+    """Shared cache under the data folder, keyed by seed; a dry run's throwaway evaluator stays in its run."""
+    if flags["dry_run"]:
+        return Path(flags["model_dir"]) / "evaluator.pt"
+    return Path(flags["data_dir"]) / CACHE_DIR / f"evaluator_seed{flags['evaluator_seed']}.pt"
+
+
+def evaluator_stage(flags, data, device):
+    """The evaluation classifier (trained once per seed and data): (evaluator, its info, reference rows)."""
+    path = evaluator_path(flags)
+    evaluator, ckpt = load_evaluator(path, data["train"], data["test"], flags["evaluator_seed"], device,
+                                     dry_run=flags["dry_run"])
+    info = {"seed": flags["evaluator_seed"], "test_accuracy": ckpt["test_accuracy"], "path": str(path)}
+    return evaluator, info, ckpt["reference"]
+
+
+def write_results(paths, results, grid_images):
+    """results.json and report.png, and the headline on stdout."""
+    metrics = results["attack"]
+    write_json_atomic(results, paths["run"] / "results.json")
+    write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / "report.png")
+    print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
+          f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
+          f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / 'results.json'}")
+
+
+SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator"), ("attack", "accuracy_by_target"),
+                ("attack", "fid_evaluator"), ("attack", "knn_dist"))
+
+
+def summarise(all_results, path):
+    """Mean ± std over seeds of the headline metrics, printed and written to path."""
+    summary = {}
+    for section, key in SUMMARY_KEYS:
+        values = torch.tensor([r[section][key] for r in all_results.values()], dtype=torch.float64)
+        std = values.std().item() if len(values) > 1 else 0.0
+        summary[f"{section}.{key}"] = {"mean": values.mean().item(), "std": std, "values": values.tolist()}
+        print(f"{section}.{key}: {values.mean().item():.4f} ± {std:.4f} over seeds {list(all_results)}")
+    write_json_atomic({"seeds": list(all_results), "summary": summary}, path)
+    return summary

@@ -1,0 +1,75 @@
+"""What a person looks at: TensorBoard scalars and images, sample grids, report.png."""
+import torch
+
+
+class Logger:
+    """TensorBoard writes held back until the checkpoint they belong to is on disk.
+
+    A resumed run then re-logs exactly the epochs it recomputes: no duplicated or missing points.
+    """
+
+    def __init__(self, log_dir):
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(str(log_dir))
+        self.pending = []
+
+    def scalar(self, tag, value, step):
+        self.pending.append(("scalar", tag, value, step))
+
+    def image(self, tag, image, step):
+        self.pending.append(("image", tag, image, step))
+
+    def commit(self):
+        for kind, tag, value, step in self.pending:
+            if kind == "scalar":
+                self.writer.add_scalar(tag, value, step)
+            else:
+                self.writer.add_image(tag, value, step)
+        self.pending.clear()
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+def save_grid(images, path, nrow=10):
+    """Grid of images in [0, 1] (row r = class r with the default 10 per row); returns the grid tensor."""
+    from torchvision.utils import make_grid, save_image
+    grid = make_grid(images, nrow=nrow, padding=2)
+    save_image(grid, str(path))
+    return grid
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_report(history, metrics, grid_images, reference, path):
+    """report.png: accuracy per GAN epoch, the final grid, per-class accuracy bars."""
+    from torchvision.utils import make_grid
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    epochs = [h["epoch"] for h in history]
+    n_classes = len(metrics["per_class_accuracy_by_evaluator"])
+    for key, label in (("accuracy_by_target", "judged by the target"),
+                       ("accuracy_by_evaluator", "judged by the evaluator")):
+        axes[0].plot(epochs, [h[key] for h in history], marker="o", label=label)
+    axes[0].axhline(reference["real_test"]["accuracy_by_evaluator"], ls="--", c="gray", label="real test images")
+    axes[0].axhline(1 / n_classes, ls=":", c="gray", label="chance")
+    axes[0].set(xlabel="GAN epoch", ylabel="attack accuracy", ylim=(0, 1.02), title="requested class recognised")
+    axes[0].legend()
+    axes[1].imshow(make_grid(grid_images, nrow=10, padding=2).permute(1, 2, 0).numpy())
+    axes[1].set(title="final samples (row r = class r)")
+    axes[1].axis("off")
+    x = torch.arange(n_classes).float()
+    axes[2].bar(x - 0.2, metrics["per_class_accuracy_by_target"], 0.4, label="target")
+    axes[2].bar(x + 0.2, metrics["per_class_accuracy_by_evaluator"], 0.4, label="evaluator")
+    axes[2].set(xticks=range(n_classes), xlabel="requested class", ylabel="accuracy", ylim=(0, 1.15),
+                title=f"per class (FID_eval {metrics['fid_evaluator']:.1f}, KNN {metrics['knn_dist']:.1f})")
+    axes[2].legend(loc="upper center", ncol=2)  # above the bars, which are near 1 when the attack works
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
