@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, to_unit, translate
 from attacklab.runtime import progress, seeded_fork
@@ -167,24 +168,32 @@ _RECIPE_ROWS = [
     ("surrogate_weight",        0.0,                 1.0),     # the surrogate's cross-entropy for G
     ("surrogate_epochs",        0,                   3),
     ("surrogate_translate",     0,                   2),
+    ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
+    ("d_conditional",           True,                True),    # False: D judges realism only, never the label
+    ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
+    ("refit_queries",           0,                   0),       # per epoch: G's samples sent to the API, then...
+    ("refit_epochs",            0,                   0),       # ... the surrogate refitted on aux + them, epochs
 ]
+# What a protocol changes in the corrected recipe (README: the disjoint-digits protocol).
+PROTOCOL_RECIPE = {"same": {}, "disjoint": {}, "letters": {}}
 VARIANTS = ("corrected", "blog")
 
 
-def default_recipe(variant="corrected"):
-    """A fresh copy of one variant's settings (a column of the table above)."""
+def default_recipe(variant="corrected", protocol="same"):
+    """A fresh copy of one variant's settings (a column of the table above), adjusted for the protocol."""
     column = 1 if variant == "blog" else 2
-    return {row[0]: (list(row[column]) if isinstance(row[column], list) else row[column]) for row in _RECIPE_ROWS}
+    recipe = {row[0]: (list(row[column]) if isinstance(row[column], list) else row[column]) for row in _RECIPE_ROWS}
+    return {**recipe, **(PROTOCOL_RECIPE[protocol] if variant == "corrected" else {})}
 
 
-def upgrade_recipe(recipe, variant):
+def upgrade_recipe(recipe, variant, protocol="same"):
     """A recipe read from an older run's config.json, in today's keys (blog runs stored none)."""
     if recipe is None:
-        return default_recipe(variant)
+        return default_recipe(variant, protocol)
     recipe = dict(recipe)
     if "betas" in recipe:  # written before the table had a column per variant: one pair for G and D
         recipe["betas_g"] = recipe["betas_d"] = recipe.pop("betas")
-    return {**default_recipe(variant), **recipe}
+    return {**default_recipe(variant, protocol), **recipe}
 
 
 def make_gan_optimizers(g, d, recipe):
@@ -260,7 +269,7 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
             z = torch.randn(n, nz, 1, 1, device=device)
             with torch.no_grad():
                 fake = g(z, y_real)
-            y_fake = one_hot(api(fake))  # the defect: f's label of the fake, not y
+            y_fake = one_hot(as_labels(api(fake)))  # the defect: f's label of the fake, not y
             loss_d = (F.binary_cross_entropy_with_logits(d(real, y_real), target_real)
                       + F.binary_cross_entropy_with_logits(d(fake, y_fake), torch.zeros(n, device=device)))
             opt_d.zero_grad(set_to_none=True)
@@ -276,7 +285,7 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
                 g(torch.randn(n, nz, 1, 1, device=device), y_real)
         # G step: minimise -log D(G(z, y), f(G(z, y)))
         fake = g(torch.randn(n, nz, 1, 1, device=device), y_real)
-        loss_g = g_loss_through_frozen_d(d, fake, one_hot(api(fake.detach())))
+        loss_g = g_loss_through_frozen_d(d, fake, one_hot(as_labels(api(fake.detach()))))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -302,12 +311,15 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
         labels = aux_labels[idx].to(device, non_blocking=True)
         n = len(idx)
-        y = one_hot(labels)
+        # the classes G is asked for: the API's labels of the real batch, or each class equally often
+        asked = labels if recipe["fake_labels"] == "aux" else torch.randint(0, recipe["n_classes"], (n,), device=device)
+        y = one_hot(asked)
+        y_d = torch.cat([one_hot(labels), y]) if recipe["d_conditional"] else torch.zeros(2 * n, N_CLASSES, device=device)
         # D step: maximise log D(x', f(x')) + log(1 - D(G(z, y), y)); reals and fakes in one batch,
         # so D's 46M-weight layer is read once
         with torch.no_grad():
             fake = g(torch.randn(n, nz, 1, 1, device=device), y)
-        out = d(translate(torch.cat([real, fake]), shift), torch.cat([y, y]))
+        out = d(translate(torch.cat([real, fake]), shift), y_d)
         loss_d = (F.binary_cross_entropy_with_logits(out[:n], torch.full_like(out[:n], recipe["real_label"]))
                   + F.binary_cross_entropy_with_logits(out[n:], torch.zeros_like(out[n:])))
         opt_d.zero_grad(set_to_none=True)
@@ -317,13 +329,15 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         # G step: minimise adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
         #                  + surrogate_weight * CE(surrogate(G(z, y)), y)
         fake = g(torch.randn(n, nz, 1, 1, device=device), y)
-        loss_g = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels, labels, recipe["mmd_scales"],
+        same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
+        loss_g = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels if same else labels * 0,
+                                                          asked if same else asked * 0, recipe["mmd_scales"],
                                                           recipe["mmd_linear"])
         if recipe["adv_weight"] > 0:
-            loss_g = loss_g + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, shift), y)
+            loss_g = loss_g + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, shift), y_d[n:])
         if surrogate is not None and recipe["surrogate_weight"] > 0:
             logits = surrogate((translate(fake, recipe["surrogate_translate"]) + 1) / 2)  # the API's [0, 1] scale
-            loss_g = loss_g + recipe["surrogate_weight"] * F.cross_entropy(logits, labels)
+            loss_g = loss_g + recipe["surrogate_weight"] * F.cross_entropy(logits, asked)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -337,15 +351,17 @@ GAN_EPOCH = {"blog": gan_epoch_blog, "corrected": gan_epoch_corrected}
 RESCALE_OUTPUT = {"blog": False, "corrected": True}
 
 
-def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None, n_classes=N_CLASSES):
+def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None, n_classes=N_CLASSES,
+                    model=None):
     """The attacker's SurrogateClassifier fitted to (its images, the API's labels); frozen, in eval mode.
 
-    Trained with +-2 px shifts in a forked RNG seeded by `seed`, so a run that loads it from its
-    checkpoint instead continues with the same random streams. Returns (model, accuracy on its own
-    training labels in the last epoch).
+    A new model, or `model` trained further (the refit of the disjoint attack). Trained with +-2 px
+    shifts in a forked RNG seeded by `seed`, so a run that loads it from its checkpoint instead
+    continues with the same random streams. Returns (model, accuracy on its own training labels in
+    the last epoch).
     """
     with seeded_fork(seed, device):
-        model = SurrogateClassifier(n_classes).to(device)
+        model = (model or SurrogateClassifier(n_classes).to(device)).requires_grad_(True)
         optimizer = adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
         acc = float("nan")
         for epoch in range(epochs):

@@ -11,7 +11,6 @@ in the attacklab package, the article's networks and the inversion's loops in bf
 import argparse
 import datetime
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -20,59 +19,25 @@ import torch
 
 import bf_mnist as bfm
 from attacklab import attack, evaluation, provider
-from attacklab.api import PredictionAPI
+from attacklab.api import API_OUTPUTS, PredictionAPI
+from attacklab.controls import CONTROLS, DEFAULT_CONTROLS, run_controls, validate_controls
+from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, str2bool
 from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
+from attacklab.extraction import run_extraction
+from attacklab.fgsm import DEFAULT_EPS, run_fgsm
+from attacklab.protocols import DEFAULT_BUDGET, PROTOCOLS
 from attacklab.report import Logger
+from attacklab.runfolder import (CONFIG, PATH_FLAGS, RESULTS, load_run_config, make_run_dirs, refuse_existing_run,
+                                 resolve_paths)
 from attacklab.runtime import UserError, select_device, write_json_atomic
 
 REPO = Path(__file__).resolve().parent
-RESULTS = "results.json"
-CONFIG = "config.json"
 
 
 # ---------------------------------------------------------------------------
 # flags
 # ---------------------------------------------------------------------------
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, without the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def str2bool(text):
-    """true/false/1/0/yes/no -> bool (argparse's type=bool takes 'False' as True)."""
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y", "t"):
-        return True
-    if value in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false/1/0/yes/no, got {text!r}")
-
-
-def positive_int(text):
-    """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_float(text):
-    """A finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
 
 def build_parser():
     """All flags of main.py; the article's names are kept."""
@@ -101,8 +66,34 @@ def build_parser():
                         "folder / models folder holding one)")
     p.add_argument("--variant", choices=bfm.VARIANTS, default="corrected",
                    help="the working attack, or the article's algorithm with its defects")
+    p.add_argument("--attack", choices=("inversion", "fgsm", "extraction"), default="inversion",
+                   help="the article's model inversion, or its other two attacks on the same provider")
+    p.add_argument("--fgsm_eps", type=non_negative_float, nargs="+", default=list(DEFAULT_EPS), metavar="EPS",
+                   help="--attack fgsm: the L-inf step sizes of the sweep")
+    p.add_argument("--fgsm_target", type=int, default=None, choices=range(10), metavar="CLASS",
+                   help="--attack fgsm: also measure targeted FGSM towards this class")
+    p.add_argument("--extraction_digits", type=int, nargs=2, default=[3, 5], metavar=("NEG", "POS"),
+                   help="--attack extraction: the binary logistic regression's two digits")
+    p.add_argument("--extraction_budgets", type=positive_int, nargs="+", default=[100, 1000, 10000], metavar="N",
+                   help="--attack extraction: label queries for the learning-based copy of the CNN")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="same",
+                   help="who holds which images: 'same' (the article: the attacker holds the --aux_split digits), "
+                        "'disjoint' (private digits 0-4, the attacker holds every image of 5-9)")
     p.add_argument("--aux_split", choices=("test", "val"), default="test",
-                   help="the attacker's auxiliary images (unlabelled; the target labels them)")
+                   help="protocol same: the attacker's auxiliary images (unlabelled; the target labels them)")
+    p.add_argument("--api_output", choices=API_OUTPUTS, default="label",
+                   help="what the API returns: the label (the article), the softmax vector, or it rounded")
+    p.add_argument("--api_decimals", type=positive_int, default=1, help="--api_output rounded: decimals kept")
+    p.add_argument("--defence", choices=("none", "label_smoothing_neg"), default="none",
+                   help="the provider's defence while training the target (negative label smoothing: Struppek et al.)")
+    p.add_argument("--smoothing", type=float, default=-0.05,
+                   help="--defence label_smoothing_neg: the smoothing factor alpha (targets (1-alpha) onehot + alpha/k)")
+    p.add_argument("--query_budget", type=positive_int, default=None,
+                   help="most images the attacker may send to the API (default: the protocol's, "
+                        f"{ {k: v for k, v in DEFAULT_BUDGET.items()} }; results.json reports it)")
+    p.add_argument("--controls", nargs="+", default=None, metavar="NAME",
+                   help=f"controls run beside the attack, from {', '.join(CONTROLS)}, or none "
+                        f"(default: the protocol's, { {k: list(v) for k, v in DEFAULT_CONTROLS.items()} })")
     p.add_argument("--surrogate_weight", type=non_negative_float, default=None,
                    help="corrected variant: weight of the surrogate classifier's loss for G "
                         f"(default: the recipe's {bfm.default_recipe()['surrogate_weight']}; 0 trains no surrogate)")
@@ -114,8 +105,9 @@ def build_parser():
                    help="generated samples per class for the attack metrics")
     p.add_argument("--checkpoint_every", type=positive_int, default=1,
                    help="write models/gan_last.pt every N GAN epochs (and at the end)")
-    p.add_argument("--evaluator_seed", type=int, default=0,
-                   help="seed of the evaluation classifier (cached per seed under the data folder)")
+    p.add_argument("--evaluator_seed", type=int, default=None,
+                   help="seed of the evaluation classifier (default 0; cached per seed under the data folder); "
+                        "with --evaluate: judge the run with this evaluator too (results_evaluator<S>.json)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -132,6 +124,11 @@ def validate_args(args):
     if args.ngpu < 0:
         raise UserError(f"--ngpu must be 0 or more, got {args.ngpu}")
     recipe_for(args)  # a bad --recipe entry fails before any folder is made
+    validate_controls(run_flags(args)["controls"], args.protocol, args.variant)
+    if args.defence == "label_smoothing_neg" and not args.smoothing < 0:
+        raise UserError(f"--smoothing {args.smoothing}: negative label smoothing needs a factor below 0, e.g. -0.05")
+    if args.attack != "inversion" and args.protocol != "same":
+        raise UserError(f"--attack {args.attack} attacks the ten-digit target: drop --protocol {args.protocol}")
     if not args.training_flag and not args.train_model_dir:
         raise UserError("--training_flag false needs --train_model_dir PATH (a target_best.pt "
                         "written by an earlier run)")
@@ -141,76 +138,22 @@ def validate_args(args):
 # run folder and config.json
 # ---------------------------------------------------------------------------
 
-PATH_FLAGS = ("run_dir", "model_dir", "sample_dir", "log_dir")
-# Flags every config.json written by main.py holds; a folder whose config lacks one was not written by it.
-REQUIRED_FLAGS = ("data_dir", "run_dir", "model_dir", "sample_dir", "log_dir", "batch_size", "gan_batch_size",
-                  "dim_initial_vec", "epochs_target_model", "epochs_gan", "ngpu", "devicen", "training_flag",
-                  "train_model_dir", "variant", "aux_split", "seed", "n_eval_per_class", "checkpoint_every",
-                  "evaluator_seed", "dry_run")
-
-
-def resolve_paths(args):
-    """Run folder and its parts as absolute paths."""
-    run_dir = Path(args.run_dir) if args.run_dir else REPO / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = run_dir.resolve()
-    return {"run": run_dir,
-            "models": Path(args.model_dir).resolve() if args.model_dir else run_dir / "models",
-            "samples": Path(args.sample_dir).resolve() if args.sample_dir else run_dir / "samples",
-            "tensorboard": Path(args.log_dir).resolve() if args.log_dir else run_dir / "tensorboard"}
-
-
-def make_run_dirs(paths):
-    """Create the run's folders, or say in one sentence why they cannot be."""
-    for path in paths.values():
-        if path.exists() and not path.is_dir():
-            raise UserError(f"{path} is a file, not a folder; pass another --run_dir")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise UserError(f"cannot write to {path} ({exc.strerror}); pass a writable --run_dir") from None
-
-
-def refuse_existing_run(run_dir):
-    """A folder that already holds a run is never overwritten."""
-    for name in (RESULTS, CONFIG):
-        if (run_dir / name).exists():
-            raise UserError(f"{run_dir} already holds a run ({name}); continue it with --resume {run_dir} "
-                            "or choose a new --run_dir")
-
-
-def load_run_config(run_dir, flag):
-    """The config.json of an earlier run, checked: every key this main.py reads is there."""
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise UserError(f"{flag} {run_dir}: no {CONFIG} there; pass a run folder written by main.py")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path} is not readable JSON; pass a run folder written by main.py") from None
-    flags = cfg.get("flags") if isinstance(cfg, dict) else None
-    missing = [k for k in ("flags", "seed") if k not in cfg] if isinstance(cfg, dict) else ["flags"]
-    missing += [f"flags.{k}" for k in REQUIRED_FLAGS if isinstance(flags, dict) and k not in flags]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}: it was edited "
-                        "or written by another version of main.py; pass a run folder written by this one")
-    cfg["recipe"] = bfm.upgrade_recipe(cfg.get("recipe"), flags["variant"])
-    return cfg
-
-
 def run_flags(args):
-    """The flags as config.json records them, before the run's own folders are filled in."""
+    """The flags as config.json records them (defaults resolved), before the run's own folders are filled in."""
     flags = {k: v for k, v in vars(args).items() if k not in ("resume", "evaluate", "seeds")}
     flags["gan_batch_size"] = gan_batch_size(args)
     flags["data_dir"] = str(Path(args.data_dir).resolve())
+    flags["evaluator_seed"] = 0 if args.evaluator_seed is None else args.evaluator_seed
+    if args.query_budget is None:
+        flags["query_budget"] = DEFAULT_BUDGET[args.protocol]
+    controls = DEFAULT_CONTROLS[args.protocol] if args.controls is None else args.controls
+    flags["controls"] = [c for c in controls if c != "none"]
     return flags
 
 
 def recipe_for(args):
     """The variant's recipe with the flags that override it (--recipe, then --surrogate_weight)."""
-    recipe = bfm.default_recipe(args.variant)
+    recipe = bfm.default_recipe(args.variant, args.protocol)
     for item in getattr(args, "recipe", None) or ():
         key, _, text = item.partition("=")
         if key not in recipe:
@@ -271,64 +214,101 @@ def start_run(args):
     return cfg, paths, device
 
 
+def attack_and_judge(cfg, data, target, paths, device, logger, seconds):
+    """The attack through the API, then the experimenter's evaluation and controls: (results, grid images)."""
+    flags, protocol = cfg["flags"], PROTOCOLS[cfg["flags"]["protocol"]]
+    t0 = time.time()
+    evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes)
+    seconds["evaluator"] = time.time() - t0
+    aux = protocol.aux(data, flags)  # (images, true labels): only the images go to the attacker
+    api = PredictionAPI(target, flags["query_budget"], flags["api_output"], flags["api_decimals"])
+    outcome = attack.run_inversion(cfg, api, aux[0], paths, device, logger,
+                                   evaluation.make_monitor(cfg, target, evaluator, device), max_batches(flags))
+    seconds.update(outcome.seconds)
+    metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0])
+    t0 = time.time()
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, max_batches(flags))
+    seconds["controls"] = time.time() - t0
+    surrogate = evaluation.surrogate_report(outcome.surrogate, outcome.surrogate_info, target,
+                                            protocol.private(data)["val"][0])
+    return evaluation.build_results(None, cfg, api.queries, metrics, surrogate, reference, evaluator_info,
+                                    outcome.history, seconds, controls), grid_images
+
+
 def run(args):
     """Train the target, attack it through its API, evaluate; everything lands in the run folder."""
     cfg, paths, device = start_run(args)
     flags, seconds, t0 = cfg["flags"], {}, time.time()
     data = load_data(Path(flags["data_dir"]))
+    private = PROTOCOLS[flags["protocol"]].private(data)
     seconds["data"] = time.time() - t0
+    loaded = None
     if not flags["training_flag"]:
         t0 = time.time()
-        target, val_acc = provider.load_target_stage(flags, paths, device)
-        seconds["target"] = time.time() - t0
+        loaded = (provider.load_target_stage(flags, paths, device), time.time() - t0)
     # The inputs are good: only now does the folder become a run (and refuse to be overwritten).
     if not args.resume:
         write_json_atomic(cfg, paths["run"] / CONFIG)
     logger = Logger(paths["tensorboard"])
     try:
-        if flags["training_flag"]:
-            target, val_acc, seconds["target"] = provider.train_target_stage(cfg, data, paths, device, logger,
-                                                                             max_batches(flags))
-        target_info = {"val_accuracy": val_acc,
-                       "test_accuracy": classifier_accuracy(target, *data["test"],
-                                                                       max_batches=max_batches(flags))}
-        print(f"target model: val accuracy {val_acc:.4f}, test accuracy {target_info['test_accuracy']:.4f}")
-        t0 = time.time()
-        evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device)
-        seconds["evaluator"] = time.time() - t0
-        api = PredictionAPI(target)
-        outcome = attack.run_inversion(cfg, api, data[flags["aux_split"]][0], paths, device, logger,
-                                       evaluation.make_monitor(cfg, target, evaluator, device), max_batches(flags))
-        seconds.update(outcome.seconds)
-        metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device)
-        surrogate = evaluation.surrogate_report(outcome.surrogate, outcome.surrogate_info, target, data["val"][0])
-        results = evaluation.build_results(target_info, flags["variant"], api.queries, metrics, surrogate, reference,
-                                           evaluator_info, outcome.history, seconds)
+        target, target_info, seconds["target"] = provider.provider_stage(cfg, private, paths, device, logger, loaded,
+                                                                            max_batches(flags))
+        if flags["attack"] != "inversion":
+            return other_attack(cfg, data, target, target_info, paths, device, logger, seconds)
+        results, grid_images = attack_and_judge(cfg, data, target, paths, device, logger, seconds)
+        results["target"] = target_info
         evaluation.write_results(paths, results, grid_images)
     finally:
         logger.close()
     return results
 
 
-def evaluate_run(run_dir):
-    """--evaluate: recompute a run's metrics from its saved target, generator and surrogate."""
+def other_attack(cfg, data, target, target_info, paths, device, logger, seconds):
+    """--attack fgsm or extraction on the provider's target: results.json with that attack's section."""
+    flags, t0 = cfg["flags"], time.time()
+    if flags["attack"] == "fgsm":
+        evaluator, info, _ = evaluation.evaluator_stage(flags, data, device, PROTOCOLS["same"].private_classes)
+        out = run_fgsm(cfg, data, target, evaluator, paths, device, logger, max_batches(flags))
+    else:
+        out, info = run_extraction(cfg, data, target, paths, device, logger, max_batches(flags)), None
+    seconds[flags["attack"]] = time.time() - t0
+    results = {"attack": flags["attack"], "target": target_info, flags["attack"]: out, "evaluator": info,
+               "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    write_json_atomic(results, paths["run"] / RESULTS)
+    print(f"results in {paths['run'] / RESULTS}")
+    return results
+
+
+def evaluate_run(run_dir, evaluator_seed=None):
+    """--evaluate: recompute a run's metrics from its checkpoints (with another evaluator seed: a separate file)."""
     cfg = load_run_config(run_dir, "--evaluate")
-    flags = cfg["flags"]
+    flags, protocol = cfg["flags"], PROTOCOLS[cfg["flags"]["protocol"]]
+    if flags["attack"] != "inversion":
+        raise UserError(f"--evaluate recomputes inversion runs; {run_dir} ran --attack {flags['attack']}, "
+                        "whose results.json is complete: rerun it to measure again")
     paths = {"run": Path(run_dir).resolve(), "models": Path(flags["model_dir"]), "samples": Path(flags["sample_dir"])}
     device = select_device(flags["ngpu"], flags["devicen"])
     data = load_data(Path(flags["data_dir"]))
-    target, target_ckpt = provider.load_target(paths["models"] / "target_best.pt", device, "--evaluate")
+    private, aux = protocol.private(data), protocol.aux(data, flags)
+    target, target_ckpt = provider.load_target(paths["models"] / "target_best.pt", device, "--evaluate",
+                                               protocol.n_classes)
     g, ckpt = attack.load_generator(cfg, paths["models"] / "gan_last.pt", device)
-    surrogate, info = attack.load_surrogate(paths["models"] / "surrogate.pt", device)
-    evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device)
-    metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device)
+    surrogate, info = attack.load_surrogate(paths["models"] / "surrogate.pt", device, protocol.n_classes)
+    evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes,
+                                                                      evaluator_seed)
+    metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0])
+    own = evaluator_seed in (None, flags["evaluator_seed"])
+    name = RESULTS if own else f"results_evaluator{evaluator_seed}.json"
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
+    # every control judged again (a generative one resumes its finished G); the run's own files only
+    # for its own evaluator
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],
-                                        "test_accuracy": classifier_accuracy(target, *data["test"])}
-    results = evaluation.build_results(target_info, flags["variant"], ckpt["queries"], metrics,
-                                       evaluation.surrogate_report(surrogate, info, target, data["val"][0]),
-                                       reference, evaluator_info, ckpt["history"], old.get("seconds", {}))
-    evaluation.write_results(paths, results, grid_images)
+                                        "test_accuracy": classifier_accuracy(target, *private["test"])}
+    results = evaluation.build_results(target_info, cfg, ckpt["queries"], metrics,
+                                       evaluation.surrogate_report(surrogate, info, target, private["val"][0]),
+                                       reference, evaluator_info, ckpt["history"], old.get("seconds", {}), controls)
+    evaluation.write_results(paths, results, grid_images, name)
     return results
 
 
@@ -371,7 +351,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.evaluate:
-            evaluate_run(args.evaluate)
+            evaluate_run(args.evaluate, args.evaluator_seed)
         elif args.seeds:
             run_seeds(args)
         else:

@@ -8,12 +8,21 @@ for the logs, which the attack cannot call on anything else.
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 import bf_mnist as bfm
+from attacklab.api import as_labels
 from attacklab.data import to_unit
-from attacklab.runtime import (check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
-                               save_checkpoint, set_rng_state, set_seed, unwrap)
 from attacklab.metrics import scalar_metrics
+from attacklab.protocols import PROTOCOLS
 from attacklab.report import save_grid
+from attacklab.runtime import (UserError, check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
+                               save_checkpoint, set_rng_state, set_seed, unwrap)
+
+
+def n_classes(cfg):
+    """How many labels the API answers (public: the attacker sees the answers' range)."""
+    return PROTOCOLS[cfg["flags"]["protocol"]].n_classes
 
 
 @dataclass
@@ -37,9 +46,9 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
         return None, None
     path = paths["models"] / "surrogate.pt"
     if path.is_file():
-        return load_surrogate(path, device)
+        return load_surrogate(path, device, n_classes(cfg))
     model, acc = bfm.train_surrogate(images, labels, cfg["seed"] + 4, device, recipe["surrogate_epochs"],
-                                     max_batches=max_batches)
+                                     max_batches=max_batches, n_classes=n_classes(cfg))
     info = {"accuracy_on_aux_labels": acc}
     save_checkpoint("surrogate", path, model=model.state_dict(), info=info)
     print(f"surrogate classifier: accuracy {acc:.4f} on the API's labels of the auxiliary images")
@@ -48,13 +57,23 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
 
 def run_inversion(cfg, api, aux_images, paths, device, logger, monitor=None, max_batches=None):
     """The whole inversion attack: label the aux images through the API, surrogate, GAN. Returns an InversionOutcome."""
-    aux_labels = api(to_unit(aux_images))  # the attacker's only look at the target: once per aux image
+    answers = targets_from(api(to_unit(aux_images)))  # the attacker's first look at the target: once per image
+    aux_labels = as_labels(answers)
     t0 = time.time()
-    surrogate, info = surrogate_stage(cfg, aux_images, aux_labels, paths, device, max_batches)
+    surrogate, info = surrogate_stage(cfg, aux_images, answers, paths, device, max_batches)
+    if surrogate is None and cfg["recipe"]["refit_queries"] > 0:
+        raise UserError("--recipe refit_queries needs a surrogate; keep surrogate_weight above 0")
     seconds = {"surrogate": time.time() - t0}
-    g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                 surrogate, monitor, max_batches)
+    g, history, seconds["gan"], _ = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
+                                                    surrogate, monitor, max_batches, answers)
     return InversionOutcome(g, surrogate, info, history, seconds)
+
+
+def targets_from(answers):
+    """What the surrogate learns from: labels as they are, probability vectors normalised (rounded ones too)."""
+    if answers.dim() == 1:
+        return answers
+    return answers.float() / answers.float().sum(1, keepdim=True).clamp(min=1e-12)
 
 
 def _build_gan(cfg, device):
@@ -65,8 +84,11 @@ def _build_gan(cfg, device):
     return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"])
 
 
-def _resume_gan(path, g, d, opt_g, opt_d, api):
-    """Load gan_last.pt into G, D, their optimizers, the API's count and the RNG: (start epoch, history, seconds)."""
+def _resume_gan(path, g, d, opt_g, opt_d, api, refit):
+    """Load gan_last.pt into G, D, their optimizers, the API's count, the refit pool and the RNG.
+
+    Returns (start epoch, history, seconds).
+    """
     if not path.is_file():
         return 0, [], 0.0
     ckpt = load_checkpoint(path, "gan")
@@ -75,6 +97,8 @@ def _resume_gan(path, g, d, opt_g, opt_d, api):
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])
     api.load_state_dict({"queries": ckpt["queries"]})
+    if refit is not None and ckpt.get("refit") is not None:
+        refit.load_state_dict(ckpt["refit"])
     set_rng_state(ckpt["rng"])
     print(f"resuming the GAN after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"], ckpt["seconds"]
@@ -82,43 +106,92 @@ def _resume_gan(path, g, d, opt_g, opt_d, api):
 
 def sample_noise(cfg, device):
     """The noise behind every sample grid of a run (10 per class), fixed by its seed."""
-    return bfm.fixed_noise(100, cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
+    return bfm.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
 
 
-def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None):
-    """Train G and D (resumable per checkpoint); returns (g, history, seconds)."""
+class SurrogateRefit:
+    """The attacker asks the API about G's own samples each epoch and refits its surrogate on aux + those answers.
+
+    The surrogate was fitted where the attacker's images are; G's samples leave that region, and
+    there only the API can say which class an image is. Every sample asked counts against the budget.
+    """
+
+    def __init__(self, cfg, api, surrogate, aux, device):
+        """aux: (the attacker's images, the API's answers for them: labels or probability vectors)."""
+        self.cfg, self.api, self.surrogate, self.aux, self.device = cfg, api, surrogate, aux, device
+        self.images = torch.empty(0, *aux[0].shape[1:], dtype=torch.uint8)
+        self.labels = aux[1][:0]
+
+    def __call__(self, g, epoch, max_batches=None):
+        """Query the API on G's samples (within the budget), then refit; returns how many were asked."""
+        recipe, api = self.cfg["recipe"], self.api
+        n = recipe["refit_queries"] if api.remaining is None else min(recipe["refit_queries"], api.remaining)
+        if n <= 0:
+            return 0
+        gen = torch.Generator().manual_seed(self.cfg["seed"] * 1000 + epoch)
+        asked = torch.randint(0, n_classes(self.cfg), (n,), generator=gen)
+        noise = torch.randn(n, self.cfg["flags"]["dim_initial_vec"], 1, 1, generator=gen).to(self.device)
+        images = (bfm.generator_images(g, asked, noise) * 255).round().to(torch.uint8)[:, 0]  # (n, 28, 28)
+        answers = targets_from(api(to_unit(images)).cpu())
+        self.images, self.labels = torch.cat([self.images, images]), torch.cat([self.labels, answers])
+        self.surrogate, _ = bfm.train_surrogate(torch.cat([self.aux[0], self.images]),
+                                                torch.cat([self.aux[1], self.labels]),
+                                                self.cfg["seed"] + 5 + epoch, self.device, recipe["refit_epochs"],
+                                                max_batches=max_batches, model=self.surrogate)
+        return n
+
+    def state_dict(self):
+        return {"images": self.images, "labels": self.labels, "surrogate": self.surrogate.state_dict()}
+
+    def load_state_dict(self, state):
+        self.images, self.labels = state["images"], state["labels"]
+        self.surrogate.load_state_dict(state["surrogate"])
+
+
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None,
+                    answers=None):
+    """Train G and D (resumable per checkpoint); returns (g, history, seconds, the surrogate as it ends).
+
+    aux: (images, labels) for the GAN; answers: what the API returned for them (the surrogate's targets).
+    """
     flags, variant = cfg["flags"], cfg["flags"]["variant"]
-    recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"])
+    recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg))
     last_path = paths["models"] / "gan_last.pt"
     g, d, (opt_g, opt_d) = _build_gan(cfg, device)
-    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api)
+    refit = (SurrogateRefit(cfg, api, surrogate, (aux[0], aux[1] if answers is None else answers), device)
+             if recipe["refit_queries"] > 0 else None)
+    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api, refit)
     g_train, d_train = (maybe_data_parallel(m, device, flags["ngpu"]) for m in (g, d))
     grid_noise, epochs = sample_noise(cfg, device), flags["epochs_gan"]
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
         loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, recipe, device,
-                                                flags["dim_initial_vec"], api=api, surrogate=surrogate,
+                                                flags["dim_initial_vec"], api=api,
+                                                surrogate=refit.surrogate if refit else surrogate,
                                                 max_batches=max_batches)
+        if refit and epoch < epochs:  # what the API says of the last epoch's samples could not be used
+            refit(g, epoch, max_batches)
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
         metrics = scalar_metrics(monitor(g)) if monitor else {}
-        grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10), grid_noise, bfm.RESCALE_OUTPUT[variant]),
-                         paths["samples"] / f"epoch_{epoch:03d}.png")
+        grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10, n_classes(cfg)), grid_noise,
+                                              bfm.RESCALE_OUTPUT[variant]), paths["samples"] / f"epoch_{epoch:03d}.png")
         history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d, **metrics})
         _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
             save_checkpoint("gan", last_path, g=unwrap(g).state_dict(), d=unwrap(d).state_dict(),
                             opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), epoch=epoch, config=cfg,
-                            history=history, queries=api.queries, seconds=seconds, rng=rng_state())
+                            history=history, queries=api.queries, seconds=seconds, rng=rng_state(),
+                            refit=refit.state_dict() if refit else None)
             logger.commit()
         if epoch % 10 == 0:
             save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g.state_dict(),
                             d=d.state_dict(), epoch=epoch, config=cfg)
         summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items())
         print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
-    return g, history, seconds
+    return g, history, seconds, refit.surrogate if refit else surrogate
 
 
 def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):
@@ -136,9 +209,9 @@ def load_generator(cfg, path, device):
     return g.to(device), ckpt
 
 
-def load_surrogate(path, device):
+def load_surrogate(path, device, n_classes):
     """The surrogate a run saved, or (None, None) when it trained none."""
     if not path.is_file():
         return None, None
-    model, ckpt = load_model(bfm.SurrogateClassifier(), path, "surrogate", "the saved surrogate")
+    model, ckpt = load_model(bfm.SurrogateClassifier(n_classes), path, "surrogate", "the saved surrogate")
     return model.to(device).eval().requires_grad_(False), ckpt["info"]

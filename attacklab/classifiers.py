@@ -34,7 +34,7 @@ def shift_2px(x01):
 
 def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches=None,
                            augment=None, desc="train", loss_fn=F.cross_entropy):
-    """One epoch of training on uint8 images; returns (mean loss, accuracy) over samples."""
+    """One epoch of training on uint8 images with labels (N,) or soft targets (N, k); returns (mean loss, accuracy)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for idx in progress(batch_indices(len(images), batch_size, True, max_batches), desc):
@@ -48,7 +48,7 @@ def train_classifier_epoch(model, optimizer, images, labels, batch_size, device,
         loss.backward()
         optimizer.step()
         total_loss += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()  # y: labels or soft targets
         seen += len(idx)
     return total_loss / seen, correct / seen
 
@@ -62,6 +62,19 @@ def predict_logits(model, images01, batch_size=1000):
     out = [model(images01[i:i + batch_size].to(device)).cpu() for i in range(0, len(images01), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def smoothed_cross_entropy(alpha):
+    """Cross-entropy against (1 - alpha) * one-hot + alpha / k: label smoothing, negative when alpha < 0.
+
+    Negative smoothing (Struppek et al., ICLR 2024) pushes the wrong classes' probabilities below zero's
+    target, which sharpens the decision and is reported to weaken model inversion.
+    """
+    def loss(logits, y):
+        k = logits.shape[1]
+        target = (1 - alpha) * F.one_hot(y, k).to(logits.dtype) + alpha / k
+        return -(target * F.log_softmax(logits, 1)).sum(1).mean()
+    return loss
 
 
 @torch.no_grad()

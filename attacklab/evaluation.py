@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 import bf_mnist as bfm
-from attacklab.attack import sample_noise
+from attacklab.attack import n_classes, sample_noise
 from attacklab.classifiers import predict_labels
 from attacklab.data import CACHE_DIR, to_unit
-from attacklab.evaluator import load_evaluator
+from attacklab.evaluator import load_evaluator, reference_rows
 from attacklab.metrics import accuracy_by_class
 from attacklab.report import save_grid, write_report
 from attacklab.runtime import write_json_atomic
@@ -19,14 +19,14 @@ from attacklab.runtime import write_json_atomic
 
 def eval_requests(cfg, device):
     """(noise, requested classes) of the attack metrics, the same every epoch and at the end."""
-    requested = bfm.grid_labels(cfg["flags"]["n_eval_per_class"])
+    requested = bfm.grid_labels(cfg["flags"]["n_eval_per_class"], n_classes(cfg))
     return bfm.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
 
 
-def attack_accuracies(images, requested, target, evaluator):
-    """Accuracy of the requested class as judged by the target and by the evaluator."""
-    acc_t, per_t = accuracy_by_class(predict_labels(target, images), requested)
-    acc_e, per_e = accuracy_by_class(predict_labels(evaluator.model, images), requested)
+def attack_accuracies(images, requested, target, evaluator, k):
+    """Accuracy of the requested class (0..k-1) as judged by the target and by the (10-class) evaluator."""
+    acc_t, per_t = accuracy_by_class(predict_labels(target, images), requested, k)
+    acc_e, per_e = accuracy_by_class(predict_labels(evaluator.model, images), requested, k)
     return {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t,
             "accuracy_by_evaluator": acc_e, "per_class_accuracy_by_evaluator": per_e}
 
@@ -36,17 +36,25 @@ def make_monitor(cfg, target, evaluator, device):
     noise, requested = eval_requests(cfg, device)
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     return lambda g: attack_accuracies(bfm.generator_images(g, requested, noise, rescale), requested,
-                                       target, evaluator)
+                                       target, evaluator, n_classes(cfg))
 
 
-def final_evaluation(cfg, g, target, evaluator, paths, device):
+def judge_images(images, requested, target, evaluator, k, aux_images=None):
+    """Every metric of images in [0, 1] meant as the requested classes; knn_aux when the aux images are given."""
+    metrics = attack_accuracies(images, requested, target, evaluator, k)
+    metrics.update({key: v for key, v in evaluator.metrics(images, requested, k).items() if key not in metrics})
+    if aux_images is not None:
+        metrics["knn_aux"] = evaluator.nearest(images, to_unit(aux_images))
+    return metrics
+
+
+def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None):
     """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid: (metrics, grid images)."""
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     noise, requested = eval_requests(cfg, device)
     images = bfm.generator_images(g, requested, noise, rescale)
-    metrics = attack_accuracies(images, requested, target, evaluator)
-    metrics.update({k: v for k, v in evaluator.metrics(images, requested).items() if k not in metrics})
-    grid_images = bfm.generator_images(g, bfm.grid_labels(10), sample_noise(cfg, device), rescale)
+    metrics = judge_images(images, requested, target, evaluator, n_classes(cfg), aux_images)
+    grid_images = bfm.generator_images(g, bfm.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device), rescale)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
     return metrics, grid_images
 
@@ -60,38 +68,46 @@ def surrogate_report(surrogate, info, target, val_images):
     return dict(info, agreement_with_target_on_val=agree)
 
 
-def build_results(target_info, variant, queries, metrics, surrogate, reference, evaluator_info, history, seconds):
+def build_results(target_info, cfg, queries, metrics, surrogate, reference, evaluator_info, history, seconds,
+                  controls=None):
     """results.json, the same for a finished run and for --evaluate."""
-    return {"target": target_info,
-            "attack": {"variant": variant, "queries": queries, **metrics, "surrogate": surrogate},
-            "reference": reference, "evaluator": evaluator_info, "history": history,
+    flags = cfg["flags"]
+    return {"protocol": flags["protocol"], "target": target_info,
+            "attack": {"variant": flags["variant"], "queries": queries, "query_budget": flags["query_budget"],
+                       **metrics, "surrogate": surrogate},
+            "controls": controls or {}, "reference": reference, "evaluator": evaluator_info, "history": history,
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
-def evaluator_path(flags):
+def evaluator_path(flags, seed=None):
     """Shared cache under the data folder, keyed by seed; a dry run's throwaway evaluator stays in its run."""
     if flags["dry_run"]:
         return Path(flags["model_dir"]) / "evaluator.pt"
-    return Path(flags["data_dir"]) / CACHE_DIR / f"evaluator_seed{flags['evaluator_seed']}.pt"
+    seed = flags["evaluator_seed"] if seed is None else seed
+    return Path(flags["data_dir"]) / CACHE_DIR / f"evaluator_seed{seed}.pt"
 
 
-def evaluator_stage(flags, data, device):
+def evaluator_stage(flags, data, device, private_classes, seed=None):
     """The evaluation classifier (trained once per seed and data): (evaluator, its info, reference rows)."""
-    path = evaluator_path(flags)
-    evaluator, ckpt = load_evaluator(path, data["train"], data["test"], flags["evaluator_seed"], device,
-                                     dry_run=flags["dry_run"])
-    info = {"seed": flags["evaluator_seed"], "test_accuracy": ckpt["test_accuracy"], "path": str(path)}
-    return evaluator, info, ckpt["reference"]
+    seed = flags["evaluator_seed"] if seed is None else seed
+    path = evaluator_path(flags, seed)
+    evaluator, ckpt = load_evaluator(path, data["train"], data["test"], seed, device, dry_run=flags["dry_run"])
+    info = {"seed": seed, "test_accuracy": ckpt["test_accuracy"], "path": str(path)}
+    if len(private_classes) == len(evaluator.stats):
+        return evaluator, info, ckpt["reference"]
+    return evaluator, info, reference_rows(evaluator, data["test"], classes=private_classes)
 
 
-def write_results(paths, results, grid_images):
-    """results.json and report.png, and the headline on stdout."""
+def write_results(paths, results, grid_images, name="results.json"):
+    """results.json (or another name) and report.png, and the headline on stdout."""
     metrics = results["attack"]
-    write_json_atomic(results, paths["run"] / "results.json")
+    write_json_atomic(results, paths["run"] / name)
     write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / "report.png")
     print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
           f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
-          f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / 'results.json'}")
+          f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / name}")
+    for control, row in results.get("controls", {}).items():
+        print(f"  control {control}: {row['accuracy_by_evaluator']:.3f} by the evaluator")
 
 
 SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator"), ("attack", "accuracy_by_target"),
@@ -99,10 +115,14 @@ SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator")
 
 
 def summarise(all_results, path):
-    """Mean ± std over seeds of the headline metrics, printed and written to path."""
+    """Mean ± std over seeds of the headline metrics (and of each control's accuracy), printed and written to path."""
     summary = {}
-    for section, key in SUMMARY_KEYS:
-        values = torch.tensor([r[section][key] for r in all_results.values()], dtype=torch.float64)
+    first = next(iter(all_results.values()))
+    keys = list(SUMMARY_KEYS) + [("controls", c) for c in first.get("controls", {})]
+    for section, key in keys:
+        pick = (lambda r: r[section][key]["accuracy_by_evaluator"]) if section == "controls" else (
+            lambda r: r[section][key])
+        values = torch.tensor([pick(r) for r in all_results.values()], dtype=torch.float64)
         std = values.std().item() if len(values) > 1 else 0.0
         summary[f"{section}.{key}"] = {"mean": values.mean().item(), "std": std, "values": values.tolist()}
         print(f"{section}.{key}: {values.mean().item():.4f} ± {std:.4f} over seeds {list(all_results)}")

@@ -98,14 +98,15 @@ class Evaluator:
                                 evaluator_features(self.model, ref_images01))
 
 
-def reference_rows(evaluator, test, per_class=REFERENCE_PER_CLASS, seed=0):
-    """The same metrics for held-out real test images (the ceiling) and uniform noise (the floor)."""
+def reference_rows(evaluator, test, per_class=REFERENCE_PER_CLASS, seed=0, classes=tuple(range(N_CLASSES))):
+    """The same metrics for held-out real test images of the classes (the ceiling) and uniform noise (the floor)."""
     images, labels = test
-    pick = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(N_CLASSES)])
-    real = evaluator.metrics(to_unit(images[pick]), labels[pick])
-    requested = torch.arange(N_CLASSES).repeat_interleave(per_class)
+    k = len(classes)
+    pick = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
+    real = evaluator.metrics(to_unit(images[pick]), labels[pick], k)
+    requested = torch.tensor(classes).repeat_interleave(per_class)
     noise = torch.rand(len(requested), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
-    return {"real_test": scalar_metrics(real), "uniform_noise": scalar_metrics(evaluator.metrics(noise, requested))}
+    return {"real_test": scalar_metrics(real), "uniform_noise": scalar_metrics(evaluator.metrics(noise, requested, k))}
 
 
 def load_evaluator(path, train, test, seed, device, dry_run=False, log=print):

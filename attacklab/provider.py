@@ -3,9 +3,11 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import bf_mnist as bfm
-from attacklab.classifiers import classifier_accuracy, train_classifier_epoch
+from attacklab.protocols import PROTOCOLS
+from attacklab.classifiers import classifier_accuracy, smoothed_cross_entropy, train_classifier_epoch
 from attacklab.runtime import (UserError, check_finite, copy_atomic, load_checkpoint, load_model,
                                maybe_data_parallel, rng_state, save_checkpoint, set_rng_state, set_seed)
 
@@ -15,7 +17,7 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
     flags = cfg["flags"]
     last_path, best_path = paths["models"] / "target_last.pt", paths["models"] / "target_best.pt"
     set_seed(cfg["seed"])
-    model = bfm.TargetModel().to(device)
+    model = bfm.TargetModel(n_classes=PROTOCOLS[flags["protocol"]].n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), fused=True)  # the article's Adam, one fused kernel
     start, best_val, seconds = 0, -1.0, 0.0
     if last_path.is_file():
@@ -30,7 +32,7 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
     for epoch in range(start + 1, flags["epochs_target_model"] + 1):
         t0 = time.time()
         loss, acc = train_classifier_epoch(train_model, optimizer, x_train, y_train, flags["batch_size"],
-                                           device, max_batches, desc=f"target {epoch}")
+                                           device, max_batches, desc=f"target {epoch}", loss_fn=training_loss(flags))
         check_finite(loss, f"target model loss at epoch {epoch}", last_path)
         val = classifier_accuracy(model, x_val, y_val, max_batches=max_batches)
         seconds += time.time() - t0
@@ -48,6 +50,13 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
     return model.eval(), best["val_accuracy"], seconds
 
 
+def training_loss(flags):
+    """The provider's loss: cross-entropy, or with --defence label_smoothing_neg, smoothing by --smoothing (< 0)."""
+    if flags["defence"] == "label_smoothing_neg":
+        return smoothed_cross_entropy(flags["smoothing"])
+    return F.cross_entropy
+
+
 def find_target_checkpoint(path):
     """--train_model_dir may name the file, a models/ folder or a run folder."""
     path = Path(path)
@@ -59,18 +68,32 @@ def find_target_checkpoint(path):
     return path
 
 
-def load_target(path, device, what):
+def load_target(path, device, what, n_classes):
     """The target saved at path, in eval mode on device: (model, its checkpoint)."""
-    model, ckpt = load_model(bfm.TargetModel(), path, "target", what)
+    model, ckpt = load_model(bfm.TargetModel(n_classes=n_classes), path, "target", what)
     return model.to(device).eval(), ckpt
 
 
 def load_target_stage(flags, paths, device):
     """Load the provider's model from --train_model_dir instead of training it; copy it into the run."""
     source = find_target_checkpoint(flags["train_model_dir"])
-    model, ckpt = load_target(source, device, "--train_model_dir")
+    model, ckpt = load_target(source, device, "--train_model_dir", PROTOCOLS[flags["protocol"]].n_classes)
     dest = paths["models"] / "target_best.pt"
     if source.resolve() != dest.resolve():
         copy_atomic(source, dest)  # the run folder stays self-contained
     print(f"loaded the target model from {source} (val accuracy {ckpt['val_accuracy']:.4f})")
     return model, ckpt["val_accuracy"]
+
+
+def provider_stage(cfg, private, paths, device, logger, loaded=None, max_batches=None):
+    """The provider's target (trained now, or loaded before): (model, target info for results.json, seconds)."""
+    flags = cfg["flags"]
+    if loaded is None:
+        target, val_acc, seconds = train_target_stage(cfg, private, paths, device, logger, max_batches)
+    else:
+        (target, val_acc), seconds = loaded
+    info = {"val_accuracy": val_acc,
+            "test_accuracy": classifier_accuracy(target, *private["test"], max_batches=max_batches)}
+    print(f"target model: val accuracy {val_acc:.4f}, test accuracy {info['test_accuracy']:.4f} "
+          f"(classes {', '.join(map(str, PROTOCOLS[flags['protocol']].private_classes))})")
+    return target, info, seconds

@@ -73,3 +73,43 @@ def write_report(history, metrics, grid_images, reference, path):
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def fgsm_figures(eps, accuracy, clean, adv, clean_pred, adv_pred, shown_eps, out_dir):
+    """fgsm_accuracy.png (accuracy against eps, one curve per setting) and fgsm_examples.png (clean vs adversarial)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    labels = {"white_box": "white box (target's gradients)", "transfer_to_evaluator": "same images, evaluator",
+              "black_box_via_surrogate": "black box (surrogate's gradients, sent to the API)",
+              "targeted_success": "targeted: success rate"}
+    for key, values in accuracy.items():
+        ax.plot(eps, values, marker="o", label=labels.get(key, key))
+    ax.set(xlabel="eps (L-inf step)", ylabel="accuracy on the test split", ylim=(0, 1.02), title="FGSM")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "fgsm_accuracy.png", dpi=80)
+    plt.close(fig)
+    fig, axes = plt.subplots(2, len(clean), figsize=(1.3 * len(clean), 3.2))
+    for i in range(len(clean)):
+        for row, (img, pred) in enumerate(((clean, clean_pred), (adv, adv_pred))):
+            axes[row, i].imshow(img[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[row, i].set_title(f"{'clean' if row == 0 else 'adv'}: {int(pred[i])}", fontsize=8)
+            axes[row, i].axis("off")
+    fig.suptitle(f"the target's answers, clean and FGSM eps {shown_eps:.2f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "fgsm_examples.png", dpi=80)
+    plt.close(fig)
+
+
+def extraction_figure(rounded, out_dir):
+    """extraction_rounding.png: agreement with the API against the decimals it rounds to."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for model, rows in rounded.items():
+        ax.plot([r["decimals"] for r in rows], [r["agreement"] for r in rows], marker="o", label=model)
+    ax.set(xlabel="decimals the API rounds to", ylabel="agreement with the API (test split)", ylim=(0, 1.02),
+           title="equation solving against rounded probabilities")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "extraction_rounding.png", dpi=80)
+    plt.close(fig)

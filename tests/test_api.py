@@ -73,7 +73,7 @@ def test_the_attack_reaches_the_target_only_through_the_api(tmp_path, variant):
         p.mkdir()
     cfg = {"seed": 1, "recipe": bfm.default_recipe(variant),
            "flags": {"variant": variant, "dim_initial_vec": 8, "gan_batch_size": 10, "epochs_gan": 2,
-                     "ngpu": 0, "checkpoint_every": 1}}
+                     "ngpu": 0, "checkpoint_every": 1, "protocol": "same"}}
     logger = Logger(tmp_path / "tb")
     outcome = attack.run_inversion(cfg, api, images, paths, CPU, logger, monitor=None)
     logger.close()

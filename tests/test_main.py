@@ -157,3 +157,44 @@ def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
     proc = subprocess.run([sys.executable, str(script), finished, tmp_path, "--out", out], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "has no results.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("protocol,k", [("disjoint", 5), ("letters", 10)])
+def test_a_dry_run_of_each_protocol(data_dir, tmp_path, protocol, k):
+    run_dir = tmp_path / protocol
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 1, "--protocol", protocol))
+    results = json.loads((run_dir / "results.json").read_text())
+    attack = results["attack"]
+    assert results["protocol"] == protocol and len(attack["per_class_accuracy_by_evaluator"]) == k
+    assert set(results["controls"]) == {"no_leak", "aux_as_labelled", "mi_face"}
+    assert attack["queries"] <= attack["query_budget"] and "knn_aux" in attack
+    assert results["controls"]["no_leak"]["queries"] == attack["queries"]  # the same attack, the same queries
+    with Image.open(run_dir / "samples" / "final_grid.png") as img:
+        assert img.size == (302, 2 + 30 * k)  # one row per private class
+    assert (run_dir / "controls" / "no_leak" / "samples" / "final_grid.png").is_file()
+
+
+def test_fgsm_runs_on_a_saved_target(finished, data_dir, tmp_path):
+    run_dir = tmp_path / "fgsm"
+    main_py(*dry_run_args(data_dir, run_dir, "--attack", "fgsm", "--training_flag", "false",
+                          "--train_model_dir", finished / "models" / "target_best.pt", "--fgsm_target", 3))
+    fgsm = json.loads((run_dir / "results.json").read_text())["fgsm"]
+    assert fgsm["eps"] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    for key in ("white_box", "transfer_to_evaluator", "black_box_via_surrogate", "targeted_success"):
+        assert len(fgsm["accuracy"][key]) == 7
+    # the attacker's own images labelled once, the test images once, and every adversarial batch sent
+    assert fgsm["queries"] == 30 + 30 + 7 * 30
+    assert (run_dir / "fgsm_accuracy.png").is_file() and (run_dir / "fgsm_examples.png").is_file()
+
+
+def test_extraction_runs_and_recovers_the_regressions(finished, data_dir, tmp_path):
+    run_dir = tmp_path / "extraction"
+    main_py(*dry_run_args(data_dir, run_dir, "--attack", "extraction", "--training_flag", "false",
+                          "--train_model_dir", finished / "models" / "target_best.pt", "--extraction_budgets", 10, 20))
+    out = json.loads((run_dir / "results.json").read_text())["extraction"]
+    for name in ("binary", "softmax"):
+        assert out[name]["queries"] == 785 and out[name]["agreement"] == 1.0
+        assert out[name]["relative_param_error"] < 1e-6 and out[name]["with_d_queries"]["rank"] == 784
+        assert [r["decimals"] for r in out["rounded"][name]] == [1, 2, 3, 4, 5, 6]
+    assert [r["queries"] for r in out["cnn"]] == [10, 20]
+    assert (run_dir / "extraction_rounding.png").is_file()

@@ -1,0 +1,169 @@
+"""Controls beside every attack result: what the attacker's own data give without the model, and a white-box reference.
+
+- no_leak: the same attack, the same budget, against an API whose answers are a fixed random
+  function of the image (a hash of its bytes): no knowledge of the private classes.
+- aux_as_labelled: the attacker's images, labelled by the API, taken as samples as they are.
+- true_labels (`same` only): the attack with the aux images' real labels instead of the API's.
+- mi_face: Fredrikson et al. 2015, gradient ascent on the input for the target's class probability
+  (an attacker with the weights and no data).
+"""
+import hashlib
+import json
+
+import torch
+import torch.nn.functional as F
+
+from attacklab import attack, evaluation
+from attacklab.api import PredictionAPI
+from attacklab.classifiers import predict_labels
+from attacklab.data import to_unit
+from attacklab.report import Logger
+from attacklab.runtime import UserError, write_json_atomic
+
+CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face")
+DEFAULT_CONTROLS = {"same": ("aux_as_labelled", "mi_face"), "disjoint": ("no_leak", "aux_as_labelled", "mi_face"),
+                    "letters": ("no_leak", "aux_as_labelled", "mi_face")}
+
+
+def _image_keys(images01):
+    """One byte string per image: its pixels as the 8-bit image the API receives."""
+    q = (images01.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8).reshape(len(images01), -1)
+    return [bytes(row.numpy()) for row in q]
+
+
+class NoLeakAPI(PredictionAPI):
+    """Answers int(sha256(image bytes)) mod k: a fixed function of the image that knows nothing of any class.
+
+    In the probability formats it answers that label as a one-hot vector.
+    """
+
+    def __init__(self, n_classes, budget=None, output="label"):
+        super().__init__(None, budget)
+        self.output = output
+
+        def answer(x):
+            labels = torch.tensor([int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % n_classes
+                                   for key in _image_keys(x)], dtype=torch.int64)
+            return labels if output == "label" else F.one_hot(labels, n_classes).float()
+        self._answer = answer
+
+
+class TrueLabelAPI(PredictionAPI):
+    """Answers the real label of each auxiliary image (the experimenter's labels): the true-labels control."""
+
+    def __init__(self, aux_images, aux_labels, budget=None):
+        super().__init__(None, budget)
+        table = dict(zip(_image_keys(to_unit(aux_images)), aux_labels.tolist()))
+
+        def answer(x):
+            keys = _image_keys(x)
+            if any(k not in table for k in keys):
+                raise UserError("the true_labels control answers only the auxiliary images; "
+                                "drop it from --controls for attacks that query other images")
+            return torch.tensor([table[k] for k in keys], dtype=torch.int64)
+        self._answer = answer
+
+
+def aux_as_labelled(aux_images, api_labels, per_class, k, seed=0):
+    """(images in [0, 1], requested = the API's labels): up to per_class aux images of each answered class."""
+    order = torch.randperm(len(aux_images), generator=torch.Generator().manual_seed(seed))
+    pick = torch.cat([order[api_labels[order] == c][:per_class] for c in range(k)])
+    return to_unit(aux_images[pick]), api_labels[pick]
+
+
+def mi_face(target, requested, max_iter=1000, learning_rate=0.1, threshold=0.99, window=100):
+    """MI-FACE from zeros (as ART's MIFace): x += lr * d p_y(x) / dx, clipped to [0, 1], per image until
+    p_y >= threshold or no improvement over `window` steps. Returns images in [0, 1]."""
+    device = next(target.parameters()).device
+    target = target.eval()
+    x = torch.zeros(len(requested), 1, 28, 28, device=device)
+    y = requested.to(device)
+    active = torch.ones(len(x), dtype=torch.bool, device=device)
+    costs = torch.full((len(x), window), float("inf"), device=device)
+    for i in range(max_iter):
+        x.requires_grad_(True)
+        p = F.softmax(target(x), 1).gather(1, y[:, None]).squeeze(1)
+        grad, = torch.autograd.grad(p.sum(), x)
+        with torch.no_grad():
+            x = torch.where(active[:, None, None, None], (x + learning_rate * grad).clamp(0, 1), x).detach()
+            cost = 1 - F.softmax(target(x), 1).gather(1, y[:, None]).squeeze(1)
+            active &= (cost > 1 - threshold) & (cost < costs.max(1).values)
+            costs[:, i % window] = cost
+        if not active.any():
+            break
+    return x.detach().cpu()
+
+
+def validate_controls(names, protocol, variant):
+    """One sentence for a control that cannot run with this protocol or variant."""
+    unknown = [n for n in names if n not in CONTROLS]
+    if unknown:
+        raise UserError(f"--controls {' '.join(unknown)}: choose from {', '.join(CONTROLS)} (or none)")
+    if "true_labels" in names and protocol != "same":
+        raise UserError("--controls true_labels needs --protocol same: in other protocols the attacker's "
+                        "images are not of the private classes, so no true private label exists")
+    if variant == "blog" and ("true_labels" in names or "no_leak" in names):
+        raise UserError("--controls no_leak/true_labels rerun the corrected attack; use them without --variant blog")
+
+
+def _generative(name, api, cfg, ctx):
+    """The attack rerun against another API into RUN_DIR/controls/<name>/, judged like the attack."""
+    sub = {key: ctx["paths"]["run"] / "controls" / name / key for key in ("models", "samples", "tensorboard")}
+    for folder in sub.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    sub["run"] = ctx["paths"]["run"]
+    print(f"control {name}: the same attack against another API")
+    logger = Logger(sub["tensorboard"])
+    try:
+        g = attack.run_inversion(cfg, api, ctx["aux"][0], sub, ctx["device"], logger, None, ctx["max_batches"]).g
+    finally:
+        logger.close()
+    metrics, _ = evaluation.final_evaluation(cfg, g, ctx["target"], ctx["evaluator"], sub, ctx["device"], ctx["aux"][0])
+    return dict(metrics, queries=api.queries)
+
+
+def _no_leak(cfg, ctx):
+    flags = cfg["flags"]
+    return _generative("no_leak", NoLeakAPI(attack.n_classes(cfg), flags["query_budget"], flags["api_output"]), cfg, ctx)
+
+
+def _true_labels(cfg, ctx):
+    return _generative("true_labels", TrueLabelAPI(*ctx["aux"], cfg["flags"]["query_budget"]), cfg, ctx)
+
+
+def _aux_as_labelled(cfg, ctx):
+    k = attack.n_classes(cfg)
+    api_labels = predict_labels(ctx["target"], to_unit(ctx["aux"][0]))  # what the API answered for them
+    images, requested = aux_as_labelled(ctx["aux"][0], api_labels, cfg["flags"]["n_eval_per_class"], k)
+    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], k)
+
+
+def _mi_face(cfg, ctx):
+    _, requested = evaluation.eval_requests(cfg, ctx["device"])
+    images = mi_face(ctx["target"], requested, max_iter=20 if cfg["flags"]["dry_run"] else 1000)
+    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], attack.n_classes(cfg),
+                                   ctx["aux"][0])
+
+
+CONTROL_FNS = {"no_leak": _no_leak, "aux_as_labelled": _aux_as_labelled, "true_labels": _true_labels,
+               "mi_face": _mi_face}
+
+
+def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True):
+    """Every control of the run's config: {name: metrics}, each kept in RUN_DIR/controls/<name>.json.
+
+    reuse: read a control finished earlier (a resumed run); save: write what was computed.
+    """
+    ctx = {"target": target, "evaluator": evaluator, "aux": aux, "paths": paths, "device": device,
+           "max_batches": max_batches if max_batches else (1 if cfg["flags"]["dry_run"] else None)}
+    rows = {}
+    for name in cfg["flags"]["controls"]:
+        path = paths["run"] / "controls" / f"{name}.json"
+        if reuse and path.is_file():
+            rows[name] = json.loads(path.read_text())
+            continue
+        rows[name] = CONTROL_FNS[name](cfg, ctx)
+        if save:
+            path.parent.mkdir(exist_ok=True)
+            write_json_atomic(rows[name], path)
+    return rows

@@ -1,0 +1,75 @@
+"""Who holds which images: the provider's private data and the attacker's auxiliary images, per protocol.
+
+Adding a protocol is one entry in PROTOCOLS: its private classes and a function that picks the
+attacker's images from the prepared data.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from attacklab.data import CACHE_DIR, N_CLASSES, SPLITS
+
+
+def _aux_split(data, flags):
+    """`same`: the attacker's images are one whole public split (the article's setting)."""
+    return data[flags["aux_split"]]
+
+
+def _aux_other_digits(classes):
+    """`disjoint`: every image, of every split, of the digits the provider does not hold."""
+    def pick(data, flags):
+        parts = [(x[_member(y, classes)], y[_member(y, classes)]) for x, y in (data[s] for s in SPLITS)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return pick
+
+
+def _member(labels, classes):
+    """Boolean mask of labels in classes."""
+    return (labels[:, None] == torch.tensor(classes)[None, :]).any(1)
+
+
+def _aux_letters(data, flags):
+    """`letters`: 20,000 letters rendered from fonts (attacklab.letters); their 'labels' are letter indices."""
+    from attacklab.letters import load_letters
+    return load_letters(Path(flags["data_dir"]) / CACHE_DIR, 20000 if not flags["dry_run"] else 200, seed=0)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The provider's private classes (labels 0..k-1, its target's outputs) and where the attacker's images come from."""
+    name: str
+    private_classes: tuple
+    pick_aux: Callable
+    summary: str
+
+    @property
+    def n_classes(self):
+        return len(self.private_classes)
+
+    def private(self, data):
+        """The provider's data: each split restricted to the private classes (labels stay 0..k-1)."""
+        out = {}
+        for split in SPLITS:
+            x, y = data[split]
+            keep = _member(y, self.private_classes)
+            out[split] = (x[keep], y[keep])
+        return out
+
+    def aux(self, data, flags):
+        """(attacker's images, their true labels): the labels are the experimenter's, never the attacker's."""
+        return self.pick_aux(data, flags)
+
+
+# The attacker's query budget when --query_budget is not given: `same` queries its 10k images once;
+# `disjoint` queries its ~30k images once and may ask about G's own samples until the budget is spent.
+DEFAULT_BUDGET = {"same": None, "disjoint": 40000, "letters": 30000}
+PROTOCOLS = {
+    "same": Protocol("same", tuple(range(N_CLASSES)), _aux_split,
+                     "private: all ten digits of the train split; attacker: the --aux_split images (same digits)"),
+    "disjoint": Protocol("disjoint", (0, 1, 2, 3, 4), _aux_other_digits((5, 6, 7, 8, 9)),
+                         "private: digits 0-4 of the train split; attacker: every image of digits 5-9"),
+    "letters": Protocol("letters", tuple(range(N_CLASSES)), _aux_letters,
+                        "private: all ten digits of the train split; attacker: 20,000 letters rendered from fonts"),
+}

@@ -1,0 +1,76 @@
+"""The run folder: where a run's files go, what config.json must hold, and never overwriting a finished run."""
+import datetime
+import json
+from pathlib import Path
+
+import bf_mnist as bfm
+from attacklab.runtime import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = "results.json"
+CONFIG = "config.json"
+
+PATH_FLAGS = ("run_dir", "model_dir", "sample_dir", "log_dir")
+# Flags every config.json written by main.py holds; a folder whose config lacks one was not written by it.
+REQUIRED_FLAGS = ("data_dir", "run_dir", "model_dir", "sample_dir", "log_dir", "batch_size", "gan_batch_size",
+                  "dim_initial_vec", "epochs_target_model", "epochs_gan", "ngpu", "devicen", "training_flag",
+                  "train_model_dir", "variant", "aux_split", "seed", "n_eval_per_class", "checkpoint_every",
+                  "evaluator_seed", "dry_run")
+
+
+OLDER_RUNS = {"protocol": "same", "query_budget": None, "controls": [], "recipe": None, "attack": "inversion",
+              "fgsm_eps": [], "fgsm_target": None, "extraction_digits": [3, 5], "extraction_budgets": [],
+              "api_output": "label", "api_decimals": 1, "defence": "none", "smoothing": -0.05}
+
+
+def resolve_paths(args):
+    """Run folder and its parts as absolute paths."""
+    run_dir = Path(args.run_dir) if args.run_dir else REPO / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir.resolve()
+    return {"run": run_dir,
+            "models": Path(args.model_dir).resolve() if args.model_dir else run_dir / "models",
+            "samples": Path(args.sample_dir).resolve() if args.sample_dir else run_dir / "samples",
+            "tensorboard": Path(args.log_dir).resolve() if args.log_dir else run_dir / "tensorboard"}
+
+
+def make_run_dirs(paths):
+    """Create the run's folders, or say in one sentence why they cannot be."""
+    for path in paths.values():
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path} is a file, not a folder; pass another --run_dir")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to {path} ({exc.strerror}); pass a writable --run_dir") from None
+
+
+def refuse_existing_run(run_dir):
+    """A folder that already holds a run is never overwritten."""
+    for name in (RESULTS, CONFIG):
+        if (run_dir / name).exists():
+            raise UserError(f"{run_dir} already holds a run ({name}); continue it with --resume {run_dir} "
+                            "or choose a new --run_dir")
+
+
+def load_run_config(run_dir, flag):
+    """The config.json of an earlier run, checked: every key this main.py reads is there."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{flag} {run_dir}: no {CONFIG} there; pass a run folder written by main.py")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} is not readable JSON; pass a run folder written by main.py") from None
+    flags = cfg.get("flags") if isinstance(cfg, dict) else None
+    missing = [k for k in ("flags", "seed") if k not in cfg] if isinstance(cfg, dict) else ["flags"]
+    missing += [f"flags.{k}" for k in REQUIRED_FLAGS if isinstance(flags, dict) and k not in flags]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}: it was edited "
+                        "or written by another version of main.py; pass a run folder written by this one")
+    for key, value in OLDER_RUNS.items():  # flags added since: what a run written before them did
+        flags.setdefault(key, value)
+    cfg["recipe"] = bfm.upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])
+    return cfg
