@@ -26,7 +26,7 @@ from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
 from attacklab.extraction import run_extraction
 from attacklab.fgsm import DEFAULT_EPS, run_fgsm
-from attacklab.protocols import DEFAULT_BUDGET, PROTOCOLS
+from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS
 from attacklab.report import Logger
 from attacklab.runfolder import (CONFIG, PATH_FLAGS, RESULTS, load_run_config, make_run_dirs, refuse_existing_run,
                                  resolve_paths)
@@ -56,7 +56,8 @@ def build_parser():
                    help="GAN batch size (default: --batch_size for blog, the recipe's 64 for corrected)")
     p.add_argument("--dim_initial_vec", type=positive_int, default=100, help="size of the noise z")
     p.add_argument("--epochs_target_model", type=positive_int, default=2, help="target model epochs")
-    p.add_argument("--epochs_gan", type=positive_int, default=7, help="GAN epochs over the auxiliary images")
+    p.add_argument("--epochs_gan", type=positive_int, default=None,
+                   help=f"GAN epochs over the auxiliary images (default: the protocol's, {DEFAULT_EPOCHS_GAN})")
     p.add_argument("--ngpu", type=int, default=1, help="GPUs to use; 0 runs on the CPU")
     p.add_argument("--devicen", type=int, default=0, help="index of the (first) CUDA device")
     p.add_argument("--training_flag", type=str2bool, default=True,
@@ -144,6 +145,7 @@ def run_flags(args):
     flags["gan_batch_size"] = gan_batch_size(args)
     flags["data_dir"] = str(Path(args.data_dir).resolve())
     flags["evaluator_seed"] = 0 if args.evaluator_seed is None else args.evaluator_seed
+    flags["epochs_gan"] = args.epochs_gan or DEFAULT_EPOCHS_GAN[args.protocol]
     if args.query_budget is None:
         flags["query_budget"] = DEFAULT_BUDGET[args.protocol]
     controls = DEFAULT_CONTROLS[args.protocol] if args.controls is None else args.controls

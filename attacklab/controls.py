@@ -17,7 +17,7 @@ from attacklab import attack, evaluation
 from attacklab.api import PredictionAPI
 from attacklab.classifiers import predict_labels
 from attacklab.data import to_unit
-from attacklab.report import Logger
+from attacklab.report import Logger, save_grid
 from attacklab.runtime import UserError, write_json_atomic
 
 CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face")
@@ -141,6 +141,8 @@ def _aux_as_labelled(cfg, ctx):
 def _mi_face(cfg, ctx):
     _, requested = evaluation.eval_requests(cfg, ctx["device"])
     images = mi_face(ctx["target"], requested, max_iter=20 if cfg["flags"]["dry_run"] else 1000)
+    per_class = cfg["flags"]["n_eval_per_class"]
+    save_grid(images[::per_class], ctx["paths"]["run"] / "controls" / "mi_face.png", nrow=1)  # one per class
     return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], attack.n_classes(cfg),
                                    ctx["aux"][0])
 
@@ -162,8 +164,8 @@ def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, r
         if reuse and path.is_file():
             rows[name] = json.loads(path.read_text())
             continue
+        path.parent.mkdir(exist_ok=True)
         rows[name] = CONTROL_FNS[name](cfg, ctx)
         if save:
-            path.parent.mkdir(exist_ok=True)
             write_json_atomic(rows[name], path)
     return rows

@@ -81,9 +81,10 @@ def build_results(target_info, cfg, queries, metrics, surrogate, reference, eval
 
 def evaluator_path(flags, seed=None):
     """Shared cache under the data folder, keyed by seed; a dry run's throwaway evaluator stays in its run."""
-    if flags["dry_run"]:
-        return Path(flags["model_dir"]) / "evaluator.pt"
     seed = flags["evaluator_seed"] if seed is None else seed
+    if flags["dry_run"]:
+        own = seed == flags["evaluator_seed"]
+        return Path(flags["model_dir"]) / ("evaluator.pt" if own else f"evaluator_seed{seed}.pt")
     return Path(flags["data_dir"]) / CACHE_DIR / f"evaluator_seed{seed}.pt"
 
 

@@ -77,7 +77,7 @@ def run_fgsm(cfg, data, target, evaluator, paths, device, logger, max_batches=No
     flags = cfg["flags"]
     test = data["test"] if max_batches is None else (data["test"][0][:200], data["test"][1][:200])
     api = PredictionAPI(target, budget=flags["query_budget"])
-    own = data[flags["aux_split"]][0]  # the attacker's own images (the inversion's auxiliary split)
+    own = data["val"][0]  # the attacker's own images: public, and not the test images it attacks
     surrogate, fit = bfm.train_surrogate(own, api(to_unit(own)), cfg["seed"] + 4, device, 3, max_batches=max_batches)
     eps = [float(e) for e in flags["fgsm_eps"]]
     acc = sweep(target, evaluator.model, surrogate, api, test, eps, flags["fgsm_target"])

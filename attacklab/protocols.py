@@ -65,6 +65,8 @@ class Protocol:
 # The attacker's query budget when --query_budget is not given: `same` queries its 10k images once;
 # `disjoint` queries its ~30k images once and may ask about G's own samples until the budget is spent.
 DEFAULT_BUDGET = {"same": None, "disjoint": 40000, "letters": 30000}
+# GAN epochs when --epochs_gan is not given: about ten minutes of GAN training on 2 CPU cores each.
+DEFAULT_EPOCHS_GAN = {"same": 7, "disjoint": 1, "letters": 2}
 PROTOCOLS = {
     "same": Protocol("same", tuple(range(N_CLASSES)), _aux_split,
                      "private: all ten digits of the train split; attacker: the --aux_split images (same digits)"),

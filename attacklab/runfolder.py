@@ -72,5 +72,15 @@ def load_run_config(run_dir, flag):
                         "or written by another version of main.py; pass a run folder written by this one")
     for key, value in OLDER_RUNS.items():  # flags added since: what a run written before them did
         flags.setdefault(key, value)
-    cfg["recipe"] = bfm.upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])
+    cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])
     return cfg
+
+
+def upgrade_recipe(recipe, variant, protocol="same"):
+    """A recipe read from an older run's config.json, in today's keys (blog runs stored none)."""
+    if recipe is None:
+        return bfm.default_recipe(variant, protocol)
+    recipe = dict(recipe)
+    if "betas" in recipe:  # written before the table had a column per variant: one pair for G and D
+        recipe["betas_g"] = recipe["betas_d"] = recipe.pop("betas")
+    return {**bfm.default_recipe(variant, protocol), **recipe}

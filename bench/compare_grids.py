@@ -2,8 +2,9 @@
 
     python bench/compare_grids.py runs/blog runs/corrected --out bench/figures/blog_vs_corrected.png
 
-Each RUN_DIR is a finished `python main.py` run (samples/final_grid.png and results.json). The
-README's picture was made this way from the runs it quotes.
+Each RUN_DIR is a finished `python main.py` run (samples/final_grid.png and results.json), or a
+control's folder RUN_DIR/controls/<name> (its metrics in RUN_DIR/controls/<name>.json). The README's
+pictures were made this way from the runs they quote.
 """
 import argparse
 import json
@@ -11,10 +12,20 @@ import sys
 from pathlib import Path
 
 
+def metrics_file(run_dir):
+    """A run's results.json, or for a control's folder (RUN/controls/NAME) its RUN/controls/NAME.json."""
+    own = run_dir / "results.json"
+    return own if own.is_file() else run_dir.parent / f"{run_dir.name}.json"
+
+
 def panel_title(run_dir):
-    """'variant: evaluator x.xx, target y.yy, FID_eval f' from a run's results.json."""
-    attack = json.loads((run_dir / "results.json").read_text())["attack"]
-    return (f"{attack['variant']}: accuracy {attack['accuracy_by_evaluator']:.3f} (evaluator), "
+    """'variant: evaluator x.xx, target y.yy, FID_eval f' from a run's results.json (or a control's metrics)."""
+    data = json.loads(metrics_file(run_dir).read_text())
+    attack = data.get("attack", data)
+    name = attack.get("variant") if "attack" in data else f"control {run_dir.name}"
+    if "protocol" in data:
+        name = f"{data['protocol']}, {name}"
+    return (f"{name}: accuracy {attack['accuracy_by_evaluator']:.3f} (evaluator), "
             f"{attack['accuracy_by_target']:.3f} (target)\nFID_eval {attack['fid_evaluator']:.1f}, "
             f"KNN {attack['knn_dist']:.1f}")
 
@@ -25,21 +36,24 @@ def main(argv=None):
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
     for run_dir in args.run_dirs:
-        for name in ("results.json", "samples/final_grid.png"):
-            if not (run_dir / name).is_file():
-                print(f"compare_grids.py: error: {run_dir} has no {name}; pass finished run folders",
-                      file=sys.stderr)
+        for path in (metrics_file(run_dir), run_dir / "samples" / "final_grid.png"):
+            if not path.is_file():
+                print(f"compare_grids.py: error: {run_dir} has no {path.name if path.parent == run_dir else path}; "
+                      "pass finished run folders (or a run's controls/<name> folder)", file=sys.stderr)
                 return 2
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(args.run_dirs), figsize=(5 * len(args.run_dirs), 5.6), squeeze=False)
-    for ax, run_dir in zip(axes[0], args.run_dirs):
-        ax.imshow(plt.imread(run_dir / "samples" / "final_grid.png"), cmap="gray")
+    grids = [plt.imread(run_dir / "samples" / "final_grid.png") for run_dir in args.run_dirs]
+    height = max(g.shape[0] for g in grids) / max(g.shape[1] for g in grids)
+    fig, axes = plt.subplots(1, len(args.run_dirs), figsize=(5 * len(args.run_dirs), 5 * height + 0.6), squeeze=False)
+    for ax, run_dir, grid in zip(axes[0], args.run_dirs, grids):
+        ax.imshow(grid, cmap="gray")
         ax.set_title(panel_title(run_dir), fontsize=9)
         ax.set_ylabel("requested class (row r = digit r)")
         ax.set_xticks([])
-        ax.set_yticks([16 + 30 * r for r in range(10)], [str(r) for r in range(10)])
+        rows = (grid.shape[0] - 2) // 30
+        ax.set_yticks([16 + 30 * r for r in range(rows)], [str(r) for r in range(rows)])
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)

@@ -1,7 +1,9 @@
-"""Rerun the recipe search of docs/recipe_search.md through main.py: one run per row, one table.
+"""Rerun a recipe search (docs/recipe_search.md, docs/disjoint.md) through main.py: one run per row, one table.
 
     python experiments/recipe_search.py --target runs/base/models/target_best.pt --out runs/recipe_search
     python experiments/recipe_search.py --target ... --rows default no_surrogate   # some rows only
+    python experiments/recipe_search.py --protocol disjoint --target runs/disjoint/seed_1/models/target_best.pt \
+        --epochs_gan 1 --out runs/disjoint_search
 
 Each row is a set of --recipe overrides of the corrected variant, run for --epochs_gan epochs
 against the same saved target (so only the attack differs), judged by the evaluator seed given.
@@ -35,6 +37,21 @@ ROWS = {
     "default": ("+ learning rates decaying linearly: the default", []),
     "surrogate_0.3": ("same with 0.3 x surrogate", ["surrogate_weight=0.3"]),
 }
+# The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe.
+_BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"]
+DISJOINT_ROWS = {
+    "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
+                    ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
+                     "surrogate_weight=1"]),
+    "blind": ("D and MMD judge realism only, G asked for every class equally", _BLIND + ["mmd_weight=10",
+                                                                                        "surrogate_weight=1"]),
+    "blind_s3": ("same with surrogate weight 3", _BLIND + ["mmd_weight=10", "surrogate_weight=3"]),
+    "blind_s10": ("same with surrogate weight 10", _BLIND + ["mmd_weight=10", "surrogate_weight=10"]),
+    "blind_s3_mmd2": ("surrogate 3, MMD weight 2: the default", _BLIND + ["mmd_weight=2", "surrogate_weight=3"]),
+    "blind_s3_mmd0.5": ("surrogate 3, MMD weight 0.5", _BLIND + ["mmd_weight=0.5", "surrogate_weight=3"]),
+    "blind_s10_mmd2": ("surrogate 10, MMD weight 2", _BLIND + ["mmd_weight=2", "surrogate_weight=10"]),
+}
+ROWS_BY_PROTOCOL = {"same": ROWS, "disjoint": DISJOINT_ROWS}
 
 
 def run_row(name, overrides, args):
@@ -43,7 +60,7 @@ def run_row(name, overrides, args):
     if not (run_dir / "results.json").is_file():
         cmd = [sys.executable, str(REPO / "main.py"), "--training_flag", "false", "--train_model_dir", args.target,
                "--epochs_gan", str(args.epochs_gan), "--evaluator_seed", str(args.evaluator_seed),
-               "--seed", str(args.seed), "--run_dir", str(run_dir)]
+               "--seed", str(args.seed), "--run_dir", str(run_dir), "--protocol", args.protocol, "--controls", "none"]
         cmd += (["--recipe", *overrides] if overrides else [])
         if (run_dir / "config.json").is_file():  # interrupted earlier: continue it
             cmd = [sys.executable, str(REPO / "main.py"), "--resume", str(run_dir)]
@@ -55,15 +72,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help="a target_best.pt (the same target for every row)")
     p.add_argument("--out", default=str(REPO / "runs" / "recipe_search"), help="folder of the rows' runs")
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="rows to run (default: all)")
+    p.add_argument("--protocol", choices=list(ROWS_BY_PROTOCOL), default="same", help="whose rows (default: same)")
+    p.add_argument("--rows", nargs="+", default=None, help="rows to run (default: all of the protocol's)")
     p.add_argument("--epochs_gan", type=int, default=2, help="GAN epochs per row (default: 2)")
     p.add_argument("--evaluator_seed", type=int, default=0, help="evaluator seed (default: 0)")
     p.add_argument("--seed", type=int, default=1, help="attack seed (default: 1)")
     args = p.parse_args()
     print(f"| recipe | evaluator acc. | target acc. | FID_eval | KNN | D loss, last epoch |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in args.rows:
-        what, overrides = ROWS[name]
+    rows = ROWS_BY_PROTOCOL[args.protocol]
+    unknown = [r for r in args.rows or () if r not in rows]
+    if unknown:
+        p.error(f"unknown rows {unknown}; {args.protocol} has {', '.join(rows)}")
+    for name in args.rows or rows:
+        what, overrides = rows[name]
         r = run_row(name, overrides, args)
         a = r["attack"]
         print(f"| {what} (`{name}`) | {a['accuracy_by_evaluator']:.3f} | {a['accuracy_by_target']:.3f} | "

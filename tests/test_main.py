@@ -183,7 +183,7 @@ def test_fgsm_runs_on_a_saved_target(finished, data_dir, tmp_path):
     for key in ("white_box", "transfer_to_evaluator", "black_box_via_surrogate", "targeted_success"):
         assert len(fgsm["accuracy"][key]) == 7
     # the attacker's own images labelled once, the test images once, and every adversarial batch sent
-    assert fgsm["queries"] == 30 + 30 + 7 * 30
+    assert fgsm["queries"] == 30 + 30 + 7 * 30  # val (its own), test once, 7 adversarial test batches
     assert (run_dir / "fgsm_accuracy.png").is_file() and (run_dir / "fgsm_examples.png").is_file()
 
 
@@ -198,3 +198,12 @@ def test_extraction_runs_and_recovers_the_regressions(finished, data_dir, tmp_pa
         assert [r["decimals"] for r in out["rounded"][name]] == [1, 2, 3, 4, 5, 6]
     assert [r["queries"] for r in out["cnn"]] == [10, 20]
     assert (run_dir / "extraction_rounding.png").is_file()
+
+
+def test_evaluate_with_another_evaluator_seed_writes_beside_the_results(finished):
+    before = (finished / "results.json").read_bytes()
+    main_py("--evaluate", finished, "--evaluator_seed", 7)
+    other = json.loads((finished / "results_evaluator7.json").read_text())
+    assert (finished / "results.json").read_bytes() == before  # the run's own numbers stay
+    assert other["evaluator"]["seed"] == 7 and set(other["controls"]) == set(json.loads(before)["controls"])
+    assert other["attack"]["queries"] == json.loads(before)["attack"]["queries"]
