@@ -102,8 +102,9 @@ def validate_controls(names, protocol, variant):
     if "true_labels" in names and protocol != "same":
         raise UserError("--controls true_labels needs --protocol same: in other protocols the attacker's "
                         "images are not of the private classes, so no true private label exists")
-    if variant == "blog" and ("true_labels" in names or "no_leak" in names):
-        raise UserError("--controls no_leak/true_labels rerun the corrected attack; use them without --variant blog")
+    if variant == "blog" and "true_labels" in names:
+        raise UserError("--controls true_labels answers the auxiliary images only, but --variant blog sends the API "
+                        "its fakes too; drop true_labels or the blog variant")
 
 
 def _generative(name, api, cfg, ctx):

@@ -36,9 +36,10 @@ def main(argv=None):
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
     for run_dir in args.run_dirs:
-        for path in (metrics_file(run_dir), run_dir / "samples" / "final_grid.png"):
+        for path, name in ((metrics_file(run_dir), "results.json"), (run_dir / "samples" / "final_grid.png",
+                                                                      "samples/final_grid.png")):
             if not path.is_file():
-                print(f"compare_grids.py: error: {run_dir} has no {path.name if path.parent == run_dir else path}; "
+                print(f"compare_grids.py: error: {run_dir} has no {name}; "
                       "pass finished run folders (or a run's controls/<name> folder)", file=sys.stderr)
                 return 2
     import matplotlib

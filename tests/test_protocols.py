@@ -86,3 +86,13 @@ def test_mi_face_raises_the_class_probability_of_a_fixed_model():
     p0 = torch.softmax(target(torch.zeros(5, 1, 28, 28)), 1)[torch.arange(5), requested]
     p = torch.softmax(target(x), 1)[torch.arange(5), requested]
     assert (p > p0).all() and x.min() >= 0 and x.max() <= 1
+
+
+def test_controls_that_cannot_run_are_refused_in_one_sentence():
+    from attacklab.controls import validate_controls
+    validate_controls(["no_leak", "mi_face"], "disjoint", "blog")  # the no-leak API answers any image
+    for names, protocol, variant, fragment in ((["true_labels"], "disjoint", "corrected", "--protocol same"),
+                                               (["true_labels"], "same", "blog", "blog"),
+                                               (["nope"], "same", "corrected", "choose from")):
+        with pytest.raises(UserError, match=fragment):
+            validate_controls(names, protocol, variant)

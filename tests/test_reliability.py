@@ -193,3 +193,14 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path):
     assert resumed["attack"] == straight["attack"]
     assert resumed["target"] == straight["target"]
     assert [h["loss_g"] for h in resumed["history"]] == [h["loss_g"] for h in straight["history"]]
+
+
+@pytest.mark.parametrize("flags,fragment", [(["--controls", "nope"], "choose from"),
+                                            (["--protocol", "disjoint", "--controls", "true_labels"], "--protocol same"),
+                                            (["--recipe", "nope=1"], "no recipe entry"),
+                                            (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
+                                            (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
+def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
+    proc = fails("--run_dir", tmp_path / "run", *flags)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run").exists()
