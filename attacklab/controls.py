@@ -73,11 +73,20 @@ def aux_as_labelled(aux_images, api_labels, per_class, k, seed=0):
 
 def mi_face(target, requested, max_iter=1000, learning_rate=0.1, threshold=0.99, window=100):
     """MI-FACE from zeros (as ART's MIFace): x += lr * d p_y(x) / dx, clipped to [0, 1], per image until
-    p_y >= threshold or no improvement over `window` steps. Returns images in [0, 1]."""
+    p_y >= threshold or no improvement over `window` steps. Returns images in [0, 1].
+
+    From zeros every request of a class follows the same path, so each class is inverted once and repeated.
+    """
+    classes, index = torch.unique(requested, return_inverse=True)
+    return _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window)[index]
+
+
+def _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window):
+    """One MI-FACE image per class in `classes`."""
     device = next(target.parameters()).device
     target = target.eval()
-    x = torch.zeros(len(requested), 1, 28, 28, device=device)
-    y = requested.to(device)
+    x = torch.zeros(len(classes), 1, 28, 28, device=device)
+    y = classes.to(device)
     active = torch.ones(len(x), dtype=torch.bool, device=device)
     costs = torch.full((len(x), window), float("inf"), device=device)
     for i in range(max_iter):
