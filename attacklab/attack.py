@@ -64,8 +64,8 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, monitor=None, max
     if surrogate is None and cfg["recipe"]["refit_queries"] > 0:
         raise UserError("--recipe refit_queries needs a surrogate; keep surrogate_weight above 0")
     seconds = {"surrogate": time.time() - t0}
-    g, history, seconds["gan"], _ = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                    surrogate, monitor, max_batches, answers)
+    g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
+                                                 surrogate, monitor, max_batches, answers)
     return InversionOutcome(g, surrogate, info, history, seconds)
 
 
@@ -150,7 +150,7 @@ class SurrogateRefit:
 
 def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None,
                     answers=None):
-    """Train G and D (resumable per checkpoint); returns (g, history, seconds, the surrogate as it ends).
+    """Train G and D (resumable per checkpoint); returns (g, history, seconds).
 
     aux: (images, labels) for the GAN; answers: what the API returned for them (the surrogate's targets).
     """
@@ -191,7 +191,7 @@ def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monito
                             d=d.state_dict(), epoch=epoch, config=cfg)
         summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items())
         print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
-    return g, history, seconds, refit.surrogate if refit else surrogate
+    return g, history, seconds
 
 
 def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):

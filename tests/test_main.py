@@ -207,3 +207,14 @@ def test_evaluate_with_another_evaluator_seed_writes_beside_the_results(finished
     assert (finished / "results.json").read_bytes() == before  # the run's own numbers stay
     assert other["evaluator"]["seed"] == 7 and set(other["controls"]) == set(json.loads(before)["controls"])
     assert other["attack"]["queries"] == json.loads(before)["attack"]["queries"]
+
+
+def test_the_surrogate_refit_asks_the_api_about_gs_samples_within_the_budget(data_dir, tmp_path):
+    run_dir = tmp_path / "refit"
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 3, "--protocol", "disjoint", "--controls", "none",
+                          "--recipe", "refit_queries=8", "refit_epochs=1", "--query_budget", 70))
+    attack = json.loads((run_dir / "results.json").read_text())["attack"]
+    # 60 images of digits 5-9 once, then 8 of G's samples after epoch 1 and the 2 the budget leaves after epoch 2
+    assert attack["queries"] == 70
+    refit = torch.load(run_dir / "models" / "gan_last.pt", weights_only=True)["refit"]
+    assert len(refit["images"]) == len(refit["labels"]) == 10 and refit["labels"].max() < 5
