@@ -50,6 +50,13 @@ DISJOINT_ROWS = {
     "blind_s3_mmd2": ("surrogate 3, MMD weight 2: the default", _BLIND + ["mmd_weight=2", "surrogate_weight=3"]),
     "blind_s3_mmd0.5": ("surrogate 3, MMD weight 0.5", _BLIND + ["mmd_weight=0.5", "surrogate_weight=3"]),
     "blind_s10_mmd2": ("surrogate 10, MMD weight 2", _BLIND + ["mmd_weight=2", "surrogate_weight=10"]),
+    "noise0.3": ("the default, surrogate sees G's images with Gaussian noise (std 0.3)",
+                 _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.3"]),
+    "noise0.5": ("noise std 0.5", _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.5"]),
+    "noise0.3_s5": ("noise std 0.3, surrogate weight 5",
+                    _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]),
+    "noise0.5_s10": ("noise std 0.5 and surrogate weight 10",
+                     _BLIND + ["mmd_weight=2", "surrogate_weight=10", "surrogate_noise=0.5"]),
 }
 ROWS_BY_PROTOCOL = {"same": ROWS, "disjoint": DISJOINT_ROWS}
 
