@@ -176,14 +176,12 @@ _RECIPE_ROWS = [
     ("refit_epochs",            0,                   0),       # ... the surrogate refitted on aux + them, epochs
 ]
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
-# classes, an image the API calls c is not a c: D and the MMD must not tie the label to those images
-# (they judge realism only), G is asked for every class equally, the data prior is weaker and the
-# surrogate's class signal stronger (docs/disjoint.md: how these were chosen).
+# classes, an image the API calls c is not a c: D and the MMD judge realism only, G is asked for every
+# class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
+# surrogate also sees G's image plus noise, so G must draw images that stay c when perturbed, far from
+# the decision boundaries where 5-9 shapes lie (docs/disjoint.md). Letters keep what they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
-# Disjoint digits: the surrogate also sees G's images with noise, so G must draw images that stay class c
-# when perturbed (far from the decision boundaries, where 5-9 shapes near the boundary are not), and
-# weighs 5 (docs/disjoint.md). Letters keep the recipe they were measured with.
 PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3},
                    "letters": _FOREIGN_AUX}
 VARIANTS = ("corrected", "blog")
