@@ -178,8 +178,8 @@ _RECIPE_ROWS = [
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
 # classes, an image the API calls c is not a c: D and the MMD judge realism only, G is asked for every
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
-# surrogate also sees G's image plus noise, so G must draw images that stay c when perturbed, far from
-# the decision boundaries where 5-9 shapes lie (docs/disjoint.md). Letters keep what they were measured with.
+# surrogate also sees G's image plus noise: G must draw images that stay c when perturbed, far from the
+# boundaries where 5-9 shapes lie (docs/disjoint.md). Letters keep what they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
 PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3},
@@ -295,11 +295,10 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
                         max_batches=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
-    Reals are scaled to [-1, 1] like G's Tanh output and D judges (G(z, y), y), with y the labels
-    the API gave the auxiliary batch; D sees randomly translated images (DiffAugment). G minimises
-    adv_weight * the non-saturating GAN loss + mmd_weight * a class-conditional MMD to the real
-    batch (a digit-shaped, label-respecting signal from the first step) + surrogate_weight * the
-    surrogate's cross-entropy for y (the class signal; see train_surrogate).
+    Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the
+    aux batch, on randomly translated images (DiffAugment). G minimises adv_weight * the GAN loss +
+    mmd_weight * a class-conditional MMD to the real batch (a digit-shaped signal from the first
+    step) + surrogate_weight * the surrogate's cross-entropy for y (the class signal).
     """
     g.train()
     d.train()
@@ -334,11 +333,7 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         if recipe["adv_weight"] > 0:
             loss_g = loss_g + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, shift), y_d[n:])
         if surrogate is not None and recipe["surrogate_weight"] > 0:
-            seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
-            if recipe.get("surrogate_noise", 0) > 0:  # G must hold class c under noise: far from the boundary
-                seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
-            logits = surrogate(seen)
-            loss_g = loss_g + recipe["surrogate_weight"] * F.cross_entropy(logits, asked)
+            loss_g = loss_g + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -346,9 +341,16 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
     return float(np.mean(losses_g)), float(np.mean(losses_d))
 
 
+def surrogate_loss(surrogate, fake, asked, recipe):
+    """The surrogate's cross-entropy for the asked classes on G's images, shifted, plus noise if the recipe says."""
+    seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
+    if recipe.get("surrogate_noise", 0) > 0:  # G must hold class c under noise: far from the boundaries
+        seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
+    return F.cross_entropy(surrogate(seen), asked)
+
+
 GAN_EPOCH = {"blog": gan_epoch_blog, "corrected": gan_epoch_corrected}
-# How each variant's G output becomes an image in [0, 1]: the article treats it as already in the
-# reals' [0, 1] (negative pixels clip to black); the corrected variant maps Tanh's [-1, 1].
+# G's output as an image in [0, 1]: the article takes it as is (negative pixels clip); corrected maps [-1, 1].
 RESCALE_OUTPUT = {"blog": False, "corrected": True}
 
 
@@ -356,10 +358,8 @@ def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_bat
                     model=None):
     """The attacker's SurrogateClassifier fitted to (its images, the API's labels); frozen, in eval mode.
 
-    A new model, or `model` trained further (the refit of the disjoint attack). Trained with +-2 px
-    shifts in a forked RNG seeded by `seed`, so a run that loads it from its checkpoint instead
-    continues with the same random streams. Returns (model, accuracy on its own training labels in
-    the last epoch).
+    A new model, or `model` trained further (the refit). +-2 px shifts, in a forked RNG seeded by `seed`
+    (a run that loads it instead keeps the same random streams). Returns (model, last epoch's fit).
     """
     with seeded_fork(seed, device):
         model = (model or SurrogateClassifier(n_classes).to(device)).requires_grad_(True)
