@@ -54,8 +54,8 @@ def main():
     table.parent.mkdir(parents=True, exist_ok=True)
     show(table, f"\nseed {args.seed}, further flags: {' '.join(args.extra) or 'none'}\n")
     show(table, "| protocol | API output | defence | attack acc. (evaluator) | per class, lowest | no-leak control "
-                "| target test acc. | queries |")
-    show(table, "| --- | --- | --- | --- | --- | --- | --- | --- |")
+                "| surrogate-target agreement (val) | target test acc. | queries |")
+    show(table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for protocol in args.protocols:
         for fmt in args.formats:
             for defence in args.defences:
@@ -64,6 +64,7 @@ def main():
                 lowest = min(r["attack"]["per_class_accuracy_by_evaluator"])
                 show(table, f"| {protocol} | {fmt} | {defence} | {r['attack']['accuracy_by_evaluator']:.3f} | "
                             f"{lowest:.2f} | {'—' if no_leak is None else f'{no_leak:.3f}'} | "
+                            f"{r['attack']['surrogate']['agreement_with_target_on_val']:.3f} | "
                             f"{r['target']['test_accuracy']:.4f} | {r['attack']['queries']:,} |")
 
 
