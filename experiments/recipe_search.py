@@ -56,6 +56,8 @@ DISJOINT_ROWS = {
     "noise0.5": ("noise std 0.5", _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.5"]),
     "noise0.3_s5": ("noise std 0.3, surrogate weight 5: the default",
                     _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]),
+    "noise0.3_s5_sur6": ("the default with the surrogate trained 6 epochs instead of 3",
+                         _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3", "surrogate_epochs=6"]),
     "noise0.5_s10": ("noise std 0.5 and surrogate weight 10",
                      _BLIND + ["mmd_weight=2", "surrogate_weight=10", "surrogate_noise=0.5"]),
 }
