@@ -51,7 +51,7 @@ DISJOINT_ROWS = {
                       _BLIND + ["mmd_weight=2", "surrogate_weight=3"]),
     "blind_s3_mmd0.5": ("surrogate 3, MMD weight 0.5", _BLIND + ["mmd_weight=0.5", "surrogate_weight=3"]),
     "blind_s10_mmd2": ("surrogate 10, MMD weight 2", _BLIND + ["mmd_weight=2", "surrogate_weight=10"]),
-    "noise0.3": ("the default, surrogate sees G's images with Gaussian noise (std 0.3)",
+    "noise0.3": ("blind_s3_mmd2, the surrogate sees G's images plus Gaussian noise (std 0.3)",
                  _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.3"]),
     "noise0.5": ("noise std 0.5", _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.5"]),
     "noise0.3_s5": ("noise std 0.3, surrogate weight 5: the default",
