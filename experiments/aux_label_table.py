@@ -14,9 +14,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import bf_mnist as bfm  # noqa: E402
 from attacklab.classifiers import predict_labels  # noqa: E402
-from attacklab.data import SPLITS, load_data, to_unit  # noqa: E402
+from attacklab.data import load_data, to_unit  # noqa: E402
+from attacklab.protocols import PROTOCOLS  # noqa: E402
+from attacklab.provider import load_target  # noqa: E402
+from attacklab.runtime import UserError  # noqa: E402
 
 
 def main():
@@ -27,20 +29,20 @@ def main():
     flags = json.loads((run / "config.json").read_text())["flags"]
     if flags.get("protocol") != "disjoint":
         raise SystemExit(f"{run}: not a --protocol disjoint run")
-    ckpt = torch.load(run / "models" / "target_best.pt", map_location="cpu", weights_only=True)
-    target = bfm.TargetModel(n_classes=5)
-    target.load_state_dict(ckpt["model"])
-    data = load_data(flags["data_dir"])
-    images = torch.cat([data[s][0] for s in SPLITS])
-    digits = torch.cat([data[s][1] for s in SPLITS])
-    keep = digits >= 5
-    answers, digits = predict_labels(target, to_unit(images[keep])), digits[keep]
-    print("| aux digit | " + " | ".join(f"API says {c}" for c in range(5)) + " |")
-    print("| --- |" + " --- |" * 5)
-    for d in range(5, 10):
+    protocol = PROTOCOLS["disjoint"]
+    try:
+        target, _ = load_target(run / "models" / "target_best.pt", "cpu", "the run's target", protocol.n_classes)
+    except UserError as exc:
+        raise SystemExit(str(exc)) from None
+    images, digits = protocol.aux(load_data(flags["data_dir"]), flags)  # exactly the attacker's images
+    answers = predict_labels(target, to_unit(images))
+    classes = range(protocol.n_classes)
+    print("| aux digit | " + " | ".join(f"API says {c}" for c in classes) + " |")
+    print("| --- |" + " --- |" * protocol.n_classes)
+    for d in torch.unique(digits).tolist():
         a = answers[digits == d]
-        print(f"| {d} | " + " | ".join(f"{(a == c).float().mean().item():.2f}" for c in range(5)) + " |")
-    print("| all (count) | " + " | ".join(f"{(answers == c).sum().item():,}" for c in range(5)) + " |")
+        print(f"| {d} | " + " | ".join(f"{(a == c).float().mean().item():.2f}" for c in classes) + " |")
+    print("| all (count) | " + " | ".join(f"{(answers == c).sum().item():,}" for c in classes) + " |")
 
 
 if __name__ == "__main__":
