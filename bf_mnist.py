@@ -344,7 +344,7 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
 def surrogate_loss(surrogate, fake, asked, recipe):
     """The surrogate's cross-entropy for the asked classes on G's images, shifted, plus noise if the recipe says."""
     seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
-    if recipe.get("surrogate_noise", 0) > 0:  # G must hold class c under noise: far from the boundaries
+    if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
     return F.cross_entropy(surrogate(seen), asked)
 
