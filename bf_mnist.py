@@ -12,6 +12,7 @@ from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, to_unit, translate
 from attacklab.runtime import progress, seeded_fork
+from attacklab.sampling import update_average
 
 # ---------------------------------------------------------------------------
 # networks (shapes as in the article; comments give one sample's shape)
@@ -157,7 +158,7 @@ _RECIPE_ROWS = [
     ("lr_d",                    4e-4,                2e-4),
     ("betas_g",                 [0.5, 0.9],          [0.5, 0.999]),
     ("betas_d",                 [0.0, 0.9],          [0.5, 0.999]),
-    ("lr_decay",                None,                "linear"),  # lr * (1 - (epoch - 1) / epochs)
+    ("lr_decay",                None,                "linear"),  # lr * (1 - (epoch - 1) / epochs); or "linear_step"
     ("random_real_targets_until", 50,                0),       # iterations 1..49 of each epoch: U[0, 1) targets
     ("real_label",              1.0,                 1.0),
     ("adv_weight",              1.0,                 0.1),     # non-saturating GAN loss in G's objective
@@ -174,15 +175,18 @@ _RECIPE_ROWS = [
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
     ("refit_queries",           0,                   0),       # per epoch: G's samples sent to the API, then...
     ("refit_epochs",            0,                   0),       # ... the surrogate refitted on aux + them, epochs
+    ("g_average",               0.0,                 0.0),     # > 0: the attack's G is G's running average, this decay
 ]
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
 # classes, an image the API calls c is not a c: D and the MMD judge realism only, G is asked for every
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
 # surrogate also sees G's image plus noise: G must draw images that stay c when perturbed, far from the
-# boundaries where 5-9 shapes lie (docs/disjoint.md). Letters keep what they were measured with.
+# boundaries where 5-9 shapes lie; and its learning rates decay per step, not per epoch (with one epoch,
+# per epoch means no decay at all; docs/disjoint.md). Letters keep what they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
-PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3},
+PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3,
+                                             "lr_decay": "linear_step"},
                    "letters": _FOREIGN_AUX}
 VARIANTS = ("corrected", "blog")
 
@@ -200,12 +204,15 @@ def make_gan_optimizers(g, d, recipe):
             adam(d.parameters(), lr=recipe["lr_d"], betas=tuple(recipe["betas_d"])))
 
 
-def set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs):
-    """Both learning rates for this epoch: constant, or decaying linearly, lr * (1 - (epoch - 1) / epochs).
+def set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs, step=0, steps=1):
+    """Both learning rates at this step: constant, or decaying linearly to 0 per epoch or per step.
 
-    A function of the epoch alone, so a resumed run sets exactly what an uninterrupted one had.
+    "linear": lr * (1 - (epoch - 1) / epochs) for the whole epoch; "linear_step": lr * (1 - t), t the
+    fraction of all steps done, (epoch - 1 + step / steps) / epochs. A function of where training
+    is alone, so a resumed run sets exactly what an uninterrupted one had.
     """
-    factor = 1.0 - (epoch - 1) / epochs if recipe.get("lr_decay") == "linear" else 1.0
+    done = {"linear": (epoch - 1) / epochs, "linear_step": (epoch - 1 + step / steps) / epochs}
+    factor = 1.0 - done.get(recipe.get("lr_decay"), 0.0)
     for opt, lr in ((opt_g, recipe["lr_g"]), (opt_d, recipe["lr_d"])):
         for group in opt.param_groups:
             group["lr"] = lr * factor
@@ -292,19 +299,24 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
 
 
 def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                        max_batches=None):
+                        max_batches=None, g_average=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
     Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the
     aux batch, on randomly translated images (DiffAugment). G minimises adv_weight * the GAN loss +
     mmd_weight * a class-conditional MMD to the real batch (a digit-shaped signal from the first
-    step) + surrogate_weight * the surrogate's cross-entropy for y (the class signal).
+    step) + surrogate_weight * the surrogate's cross-entropy for y (the class signal). recipe["epoch"]
+    and recipe["epochs"] say where this epoch is (for a per-step learning-rate decay); g_average, G's
+    running average, is updated after each G step.
     """
     g.train()
     d.train()
     losses_g, losses_d = [], []
     shift = recipe["translate"]
-    for idx in progress(batch_indices(len(aux_images), recipe["batch_size"], True, max_batches), "gan(corrected)"):
+    batches = batch_indices(len(aux_images), recipe["batch_size"], True, max_batches)
+    for step, idx in enumerate(progress(batches, "gan(corrected)")):
+        if recipe["lr_decay"] == "linear_step":
+            set_epoch_learning_rates(opt_g, opt_d, recipe, recipe["epoch"], recipe["epochs"], step, len(batches))
         real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
         labels = aux_labels[idx].to(device, non_blocking=True)
         n = len(idx)
@@ -323,22 +335,30 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         loss_d.backward()
         opt_d.step()
         losses_d.append(loss_d.item())
-        # G step: minimise adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
-        #                  + surrogate_weight * CE(surrogate(G(z, y)), y)
+        # G step: minimise corrected_g_loss
         fake = g(torch.randn(n, nz, 1, 1, device=device), y)
-        same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
-        loss_g = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels if same else labels * 0,
-                                                          asked if same else asked * 0, recipe["mmd_scales"],
-                                                          recipe["mmd_linear"])
-        if recipe["adv_weight"] > 0:
-            loss_g = loss_g + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, shift), y_d[n:])
-        if surrogate is not None and recipe["surrogate_weight"] > 0:
-            loss_g = loss_g + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
+        loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], recipe, surrogate)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if g_average is not None:
+            update_average(g_average, g, recipe["g_average"])
         losses_g.append(loss_g.item())
     return float(np.mean(losses_g)), float(np.mean(losses_d))
+
+
+def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None):
+    """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
+    + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
+    same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
+    loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels if same else labels * 0,
+                                                    asked if same else asked * 0, recipe["mmd_scales"],
+                                                    recipe["mmd_linear"])
+    if recipe["adv_weight"] > 0:
+        loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, recipe["translate"]), y_d_fake)
+    if surrogate is not None and recipe["surrogate_weight"] > 0:
+        loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
+    return loss
 
 
 def surrogate_loss(surrogate, fake, asked, recipe):
@@ -369,32 +389,3 @@ def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_bat
             _, acc = train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches,
                                             augment=shift_2px, desc=f"surrogate {epoch + 1}")
     return model.eval().requires_grad_(False), acc
-
-
-# ---------------------------------------------------------------------------
-# sampling
-# ---------------------------------------------------------------------------
-
-def generator_images(g, labels, noise, rescale=True, batch_size=500, n_classes=N_CLASSES):
-    """Images in [0, 1] that G draws for the requested labels, in eval mode (rescale: Tanh's [-1, 1] -> [0, 1])."""
-    was_training = g.training
-    g.eval()
-    device = noise.device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(labels), batch_size):
-            x = g(noise[i:i + batch_size], one_hot(labels[i:i + batch_size].to(device), n_classes))
-            out.append(((x + 1) / 2 if rescale else x).clamp_(0, 1).cpu())
-    g.train(was_training)
-    return torch.cat(out)
-
-
-def fixed_noise(n, nz, seed, device):
-    """Noise that depends on the seed alone (not on the global RNG), for comparable pictures and metrics."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, nz, 1, 1, generator=gen).to(device)
-
-
-def grid_labels(per_class, n_classes=N_CLASSES):
-    """0,0,...,1,1,...: per_class requests of each class in order (row r of a grid is class r)."""
-    return torch.arange(n_classes).repeat_interleave(per_class)

@@ -164,6 +164,12 @@ def recipe_for(args):
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
+    if recipe["lr_decay"] not in (None, "linear", "linear_step"):
+        raise UserError(f"--recipe lr_decay={json.dumps(recipe['lr_decay'])}: choose null, \"linear\" (per epoch) "
+                        "or \"linear_step\" (per step)")
+    if not isinstance(recipe["g_average"], (int, float)) or not 0 <= recipe["g_average"] < 1:
+        raise UserError(f"--recipe g_average={recipe['g_average']}: the running average's decay is in [0, 1) "
+                        "(0: no average, 0.99: about the last 100 steps)")
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":
         recipe["surrogate_weight"] = args.surrogate_weight
     return recipe

@@ -5,12 +5,14 @@ labels (corrected variant) and trains the conditional GAN. It never receives the
 evaluator: the experimenter may pass a `monitor(g)` callback that measures G after each epoch
 for the logs, which the attack cannot call on anything else.
 """
+import copy
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 import bf_mnist as bfm
+from attacklab import sampling
 from attacklab.api import as_labels
 from attacklab.data import to_unit
 from attacklab.metrics import scalar_metrics
@@ -77,22 +79,31 @@ def targets_from(answers):
 
 
 def _build_gan(cfg, device):
-    """G, D and their optimizers, seeded by the run's seed + 1."""
+    """G, D, their optimizers, and the G the attack outputs (G's running average, or G itself); seeded by seed + 1."""
     nz = cfg["flags"]["dim_initial_vec"]
     set_seed(cfg["seed"] + 1)
     g, d = bfm.Generator(input_dim=nz).to(device), bfm.Discriminator().to(device)
-    return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"])
+    g_out = copy.deepcopy(g).requires_grad_(False) if cfg["recipe"]["g_average"] > 0 else g
+    return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"]), g_out
 
 
-def _resume_gan(path, g, d, opt_g, opt_d, api, refit):
-    """Load gan_last.pt into G, D, their optimizers, the API's count, the refit pool and the RNG.
+def _gan_state(g, d, opt_g, opt_d, g_out):
+    """The networks' part of gan_last.pt: "g" is the G the attack outputs, "g_trained" the one trained if they differ."""
+    state = dict(g=unwrap(g_out).state_dict(), d=unwrap(d).state_dict(), opt_g=opt_g.state_dict(),
+                 opt_d=opt_d.state_dict())
+    return state if g_out is g else dict(state, g_trained=unwrap(g).state_dict())
+
+
+def _resume_gan(path, g, d, opt_g, opt_d, g_out, api, refit):
+    """Load gan_last.pt into G, D, their optimizers, the output G, the API's count, the refit pool and the RNG.
 
     Returns (start epoch, history, seconds).
     """
     if not path.is_file():
         return 0, [], 0.0
     ckpt = load_checkpoint(path, "gan")
-    g.load_state_dict(ckpt["g"])
+    g.load_state_dict(ckpt.get("g_trained", ckpt["g"]))
+    g_out.load_state_dict(ckpt["g"])
     d.load_state_dict(ckpt["d"])
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])
@@ -106,7 +117,7 @@ def _resume_gan(path, g, d, opt_g, opt_d, api, refit):
 
 def sample_noise(cfg, device):
     """The noise behind every sample grid of a run (10 per class), fixed by its seed."""
-    return bfm.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
+    return sampling.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
 
 
 class SurrogateRefit:
@@ -131,7 +142,7 @@ class SurrogateRefit:
         gen = torch.Generator().manual_seed(self.cfg["seed"] * 1000 + epoch)
         asked = torch.randint(0, n_classes(self.cfg), (n,), generator=gen)
         noise = torch.randn(n, self.cfg["flags"]["dim_initial_vec"], 1, 1, generator=gen).to(self.device)
-        images = (bfm.generator_images(g, asked, noise) * 255).round().to(torch.uint8)[:, 0]  # (n, 28, 28)
+        images = (sampling.generator_images(g, asked, noise) * 255).round().to(torch.uint8)[:, 0]  # (n, 28, 28)
         answers = targets_from(api(to_unit(images)).cpu())
         self.images, self.labels = torch.cat([self.images, images]), torch.cat([self.labels, answers])
         self.surrogate, _ = bfm.train_surrogate(torch.cat([self.aux[0], self.images]),
@@ -150,48 +161,48 @@ class SurrogateRefit:
 
 def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None,
                     answers=None):
-    """Train G and D (resumable per checkpoint); returns (g, history, seconds).
+    """Train G and D (resumable per checkpoint); returns (the G the attack outputs, history, seconds).
 
     aux: (images, labels) for the GAN; answers: what the API returned for them (the surrogate's targets).
     """
-    flags, variant = cfg["flags"], cfg["flags"]["variant"]
-    recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg))
+    flags, variant, epochs = cfg["flags"], cfg["flags"]["variant"], cfg["flags"]["epochs_gan"]
+    recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg), epochs=epochs)
     last_path = paths["models"] / "gan_last.pt"
-    g, d, (opt_g, opt_d) = _build_gan(cfg, device)
+    g, d, (opt_g, opt_d), g_out = _build_gan(cfg, device)
     refit = (SurrogateRefit(cfg, api, surrogate, (aux[0], aux[1] if answers is None else answers), device)
              if recipe["refit_queries"] > 0 else None)
-    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api, refit)
+    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, g_out, api, refit)
     g_train, d_train = (maybe_data_parallel(m, device, flags["ngpu"]) for m in (g, d))
-    grid_noise, epochs = sample_noise(cfg, device), flags["epochs_gan"]
+    grid_noise, averaged = sample_noise(cfg, device), ({} if g_out is g else {"g_average": g_out})
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
-        loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, recipe, device,
-                                                flags["dim_initial_vec"], api=api,
+        loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, dict(recipe, epoch=epoch),
+                                                device, flags["dim_initial_vec"], api=api,
                                                 surrogate=refit.surrogate if refit else surrogate,
-                                                max_batches=max_batches)
+                                                max_batches=max_batches, **averaged)
         if refit and epoch < epochs:  # what the API says of the last epoch's samples could not be used
-            refit(g, epoch, max_batches)
+            refit(g_out, epoch, max_batches)
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
-        metrics = scalar_metrics(monitor(g)) if monitor else {}
-        grid = save_grid(bfm.generator_images(g, bfm.grid_labels(10, n_classes(cfg)), grid_noise,
-                                              bfm.RESCALE_OUTPUT[variant]), paths["samples"] / f"epoch_{epoch:03d}.png")
+        metrics = scalar_metrics(monitor(g_out)) if monitor else {}
+        grid = save_grid(sampling.generator_images(g_out, sampling.grid_labels(10, n_classes(cfg)), grid_noise,
+                                                   bfm.RESCALE_OUTPUT[variant]),
+                         paths["samples"] / f"epoch_{epoch:03d}.png")
         history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d, **metrics})
         _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
-            save_checkpoint("gan", last_path, g=unwrap(g).state_dict(), d=unwrap(d).state_dict(),
-                            opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), epoch=epoch, config=cfg,
+            save_checkpoint("gan", last_path, **_gan_state(g, d, opt_g, opt_d, g_out), epoch=epoch, config=cfg,
                             history=history, queries=api.queries, seconds=seconds, rng=rng_state(),
                             refit=refit.state_dict() if refit else None)
             logger.commit()
         if epoch % 10 == 0:
-            save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g.state_dict(),
+            save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g_out.state_dict(),
                             d=d.state_dict(), epoch=epoch, config=cfg)
         summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items())
         print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
-    return g, history, seconds
+    return g_out, history, seconds
 
 
 def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):

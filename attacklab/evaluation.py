@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 import bf_mnist as bfm
+from attacklab import sampling
 from attacklab.attack import n_classes, sample_noise
 from attacklab.classifiers import predict_labels
 from attacklab.data import CACHE_DIR, to_unit
@@ -19,8 +20,8 @@ from attacklab.runtime import write_json_atomic
 
 def eval_requests(cfg, device):
     """(noise, requested classes) of the attack metrics, the same every epoch and at the end."""
-    requested = bfm.grid_labels(cfg["flags"]["n_eval_per_class"], n_classes(cfg))
-    return bfm.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
+    requested = sampling.grid_labels(cfg["flags"]["n_eval_per_class"], n_classes(cfg))
+    return sampling.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
 
 
 def attack_accuracies(images, requested, target, evaluator, k):
@@ -35,7 +36,7 @@ def make_monitor(cfg, target, evaluator, device):
     """monitor(g): the attack accuracies of G's fixed-noise samples, for the per-epoch logs."""
     noise, requested = eval_requests(cfg, device)
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
-    return lambda g: attack_accuracies(bfm.generator_images(g, requested, noise, rescale), requested,
+    return lambda g: attack_accuracies(sampling.generator_images(g, requested, noise, rescale), requested,
                                        target, evaluator, n_classes(cfg))
 
 
@@ -52,9 +53,9 @@ def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None):
     """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid: (metrics, grid images)."""
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     noise, requested = eval_requests(cfg, device)
-    images = bfm.generator_images(g, requested, noise, rescale)
+    images = sampling.generator_images(g, requested, noise, rescale)
     metrics = judge_images(images, requested, target, evaluator, n_classes(cfg), aux_images)
-    grid_images = bfm.generator_images(g, bfm.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device), rescale)
+    grid_images = sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device), rescale)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
     return metrics, grid_images
 

@@ -37,12 +37,14 @@ ROWS = {
     "default": ("+ learning rates decaying linearly: the default", []),
     "surrogate_0.3": ("same with 0.3 x surrogate", ["surrogate_weight=0.3"]),
 }
-# The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe.
-_BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"]
+# The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe;
+# the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
+_BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false", 'lr_decay="linear"']
+_NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
-                     "surrogate_weight=1"]),
+                     "surrogate_weight=1", 'lr_decay="linear"']),
     "blind": ("D and MMD judge realism only, G asked for every class equally", _BLIND + ["mmd_weight=10",
                                                                                         "surrogate_weight=1"]),
     "blind_s3": ("same with surrogate weight 3", _BLIND + ["mmd_weight=10", "surrogate_weight=3"]),
@@ -54,12 +56,16 @@ DISJOINT_ROWS = {
     "noise0.3": ("blind_s3_mmd2, the surrogate sees G's images plus Gaussian noise (std 0.3)",
                  _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.3"]),
     "noise0.5": ("noise std 0.5", _BLIND + ["mmd_weight=2", "surrogate_weight=3", "surrogate_noise=0.5"]),
-    "noise0.3_s5": ("noise std 0.3, surrogate weight 5: the default",
-                    _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]),
-    "noise0.3_s5_sur6": ("the default with the surrogate trained 6 epochs instead of 3",
-                         _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3", "surrogate_epochs=6"]),
+    "noise0.3_s5": ("noise std 0.3, surrogate weight 5 (the default before step_decay)", _NOISE_S5),
+    "noise0.3_s5_sur6": ("noise0.3_s5 with the surrogate trained 6 epochs instead of 3",
+                         _NOISE_S5 + ["surrogate_epochs=6"]),
     "noise0.5_s10": ("noise std 0.5 and surrogate weight 10",
                      _BLIND + ["mmd_weight=2", "surrogate_weight=10", "surrogate_noise=0.5"]),
+    "average": ("noise0.3_s5, the attack's G is G's running average (decay 0.99)", _NOISE_S5 + ["g_average=0.99"]),
+    "step_decay": ("noise0.3_s5, learning rates decaying linearly per step, not per epoch: the default",
+                   _NOISE_S5 + ['lr_decay="linear_step"']),
+    "step_decay_average": ("step_decay and G's running average (decay 0.99)",
+                           _NOISE_S5 + ['lr_decay="linear_step"', "g_average=0.99"]),
 }
 ROWS_BY_PROTOCOL = {"same": ROWS, "disjoint": DISJOINT_ROWS}
 

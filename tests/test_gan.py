@@ -1,9 +1,12 @@
 """What D sees in each variant, the article's schedule, and the attacker's query accounting."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 
 import bf_mnist as bfm
+from attacklab import sampling
 from attacklab.api import PredictionAPI
 from attacklab.classifiers import predict_labels
 from attacklab.data import to_unit
@@ -153,7 +156,7 @@ def surrogate_ce_after(surrogate, weight, epochs):
     images, labels = aux(8, label=3)
     for _ in range(epochs):
         bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, surrogate=surrogate)
-    fakes = bfm.generator_images(g, labels, bfm.fixed_noise(8, 4, 0, CPU))
+    fakes = sampling.generator_images(g, labels, sampling.fixed_noise(8, 4, 0, CPU))
     with torch.no_grad():
         return torch.nn.functional.cross_entropy(surrogate(fakes), labels).item()
 
@@ -226,15 +229,15 @@ def test_conditional_mmd():
 
 def test_generator_images_are_in_unit_range_and_deterministic():
     g = bfm.Generator(input_dim=4, base_channel=8)
-    noise = bfm.fixed_noise(20, 4, seed=3, device=CPU)
-    a = bfm.generator_images(g, bfm.grid_labels(2), noise)
-    b = bfm.generator_images(g, bfm.grid_labels(2), bfm.fixed_noise(20, 4, seed=3, device=CPU))
+    noise = sampling.fixed_noise(20, 4, seed=3, device=CPU)
+    a = sampling.generator_images(g, sampling.grid_labels(2), noise)
+    b = sampling.generator_images(g, sampling.grid_labels(2), sampling.fixed_noise(20, 4, seed=3, device=CPU))
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and a.shape == (20, 1, 28, 28)
     assert g.training  # the eval-mode switch is undone
 
 
 def test_accuracy_by_class():
-    requested = bfm.grid_labels(2)
+    requested = sampling.grid_labels(2)
     pred = requested.clone()
     pred[0] = 9  # one miss in class 0
     acc, per_class = accuracy_by_class(pred, requested)
@@ -251,3 +254,40 @@ def test_learning_rates_decay_linearly_with_the_epoch():
         assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * factor)
     bfm.set_epoch_learning_rates(opt_g, opt_d, dict(recipe, lr_decay=None), 7, 7)
     assert opt_g.param_groups[0]["lr"] == recipe["lr_g"]
+
+
+def test_learning_rates_decay_linearly_with_the_step_when_asked():
+    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
+    recipe = dict(bfm.default_recipe(), lr_decay="linear_step")
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
+    for epoch, step, factor in ((1, 0, 1.0), (1, 2, 0.75), (2, 0, 0.5), (2, 3, 0.125)):  # 2 epochs of 4 steps
+        bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, 2, step, 4)
+        assert opt_g.param_groups[0]["lr"] == pytest.approx(recipe["lr_g"] * factor)
+        assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * factor)
+
+
+def test_the_running_average_moves_by_one_minus_the_decay_and_copies_buffers():
+    model, average = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(1.0), average.weight.fill_(0.0)
+        model.running_mean.fill_(7.0)
+    sampling.update_average(average, model, 0.9)
+    assert torch.allclose(average.weight, torch.full((3,), 0.1))
+    assert torch.equal(average.running_mean, model.running_mean)
+    sampling.update_average(average, model, 0.9)
+    assert torch.allclose(average.weight, torch.full((3,), 0.19))
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0])
+def test_a_corrected_epoch_updates_gs_average_after_every_step(decay):
+    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
+    average = copy.deepcopy(g)
+    start = copy.deepcopy(g.state_dict())
+    recipe = dict(bfm.default_recipe(), batch_size=10, n_classes=10, g_average=decay, epoch=1, epochs=1)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
+    images, labels = (torch.rand(40, 28, 28) * 255).to(torch.uint8), torch.arange(40) % 10
+    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, g_average=average)
+    kept = start if decay == 1.0 else g.state_dict()  # decay 1: the average never moves; 0: it is G
+    assert all(torch.equal(p, kept[name]) for name, p in average.named_parameters())
+    assert all(torch.equal(b, g.state_dict()[name]) for name, b in average.named_buffers())  # BatchNorm's, copied
+    assert not torch.equal(g.state_dict()["concat_block.weight"], start["concat_block.weight"])

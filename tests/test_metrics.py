@@ -3,10 +3,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attacklab import metrics
+from attacklab import metrics, sampling
 from attacklab.data import to_unit
 from attacklab.evaluator import Evaluator, evaluator_features, reference_rows
-import bf_mnist as bfm
 from conftest import synthetic_splits
 
 
@@ -60,10 +59,10 @@ def test_a_perfect_fake_generator_scores_one():
     evaluator = stub_evaluator()
     test_images, test_labels = synthetic_splits((1, 1, 10), seed=1)["test"]
     order = torch.argsort(test_labels, stable=True)  # "generated" images that are real ones of the requested class
-    right = evaluator.metrics(to_unit(test_images[order]), bfm.grid_labels(10))
+    right = evaluator.metrics(to_unit(test_images[order]), sampling.grid_labels(10))
     assert right["accuracy_by_evaluator"] == 1.0
     assert right["per_class_accuracy_by_evaluator"] == [1.0] * 10
-    wrong = evaluator.metrics(to_unit(test_images[order]), (bfm.grid_labels(10) + 1) % 10)
+    wrong = evaluator.metrics(to_unit(test_images[order]), (sampling.grid_labels(10) + 1) % 10)
     assert wrong["accuracy_by_evaluator"] == 0.0 and wrong["knn_dist"] > right["knn_dist"]
 
 

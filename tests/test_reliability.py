@@ -171,9 +171,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_dir, tmp_path,
     assert not (run_dir / "results.json").exists()
 
 
-def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["--recipe", "g_average=0.5", 'lr_decay="linear_step"']])
+def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, recipe):
     args = ["--data_dir", data_dir, "--epochs_target_model", 2, "--epochs_gan", 4, "--batch_size", 16,
-            "--gan_batch_size", 10, "--n_eval_per_class", 5, "--seed", 5]
+            "--gan_batch_size", 10, "--n_eval_per_class", 5, "--seed", 5, *recipe]
     main_py(*args, "--run_dir", tmp_path / "straight")
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-u", str(REPO / "main.py"), *map(str, args), "--run_dir", str(killed)],
@@ -193,11 +194,18 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path):
     assert resumed["attack"] == straight["attack"]
     assert resumed["target"] == straight["target"]
     assert [h["loss_g"] for h in resumed["history"]] == [h["loss_g"] for h in straight["history"]]
+    ckpt = load_checkpoint(killed / "models" / "gan_last.pt", "gan")
+    if recipe:  # the attack's G (what --evaluate reads) is the average, the trained G is kept beside it
+        assert not torch.equal(ckpt["g"]["concat_block.weight"], ckpt["g_trained"]["concat_block.weight"])
+    else:
+        assert "g_trained" not in ckpt
 
 
 @pytest.mark.parametrize("flags,fragment", [(["--controls", "nope"], "choose from"),
                                             (["--protocol", "disjoint", "--controls", "true_labels"], "--protocol same"),
                                             (["--recipe", "nope=1"], "no recipe entry"),
+                                            (["--recipe", 'lr_decay="cosine"'], "linear_step"),
+                                            (["--recipe", "g_average=1"], "in [0, 1)"),
                                             (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
