@@ -1,4 +1,4 @@
-"""The article's networks and the inversion's training functions: both GAN variants, their recipes, MMD, sampling.
+"""The article's networks and the inversion's training functions: both GAN variants, their recipes, MMD.
 
 Everything else (data, the provider's API, the metrics, the run's stages) is in the attacklab
 package beside this file. Nothing happens at import.
@@ -355,7 +355,8 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
                                                     asked if same else asked * 0, recipe["mmd_scales"],
                                                     recipe["mmd_linear"])
     if recipe["adv_weight"] > 0:
-        loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, translate(fake, recipe["translate"]), y_d_fake)
+        seen_by_d = translate(fake, recipe["translate"])
+        loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
     if surrogate is not None and recipe["surrogate_weight"] > 0:
         loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
     return loss

@@ -55,7 +55,8 @@ def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None):
     noise, requested = eval_requests(cfg, device)
     images = sampling.generator_images(g, requested, noise, rescale)
     metrics = judge_images(images, requested, target, evaluator, n_classes(cfg), aux_images)
-    grid_images = sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device), rescale)
+    grid_images = sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device),
+                                            rescale)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
     return metrics, grid_images
 
