@@ -266,6 +266,16 @@ def test_learning_rates_decay_linearly_with_the_step_when_asked():
         assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * factor)
 
 
+def test_a_corrected_epoch_decays_the_learning_rates_step_by_step():
+    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
+    recipe = dict(bfm.default_recipe(), lr_decay="linear_step", batch_size=10, n_classes=10, epoch=2, epochs=2)
+    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
+    images, labels = (torch.rand(40, 28, 28) * 255).to(torch.uint8), torch.arange(40) % 10
+    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4)  # 4 steps, the second epoch of 2
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(recipe["lr_g"] * (1 - (1 + 3 / 4) / 2))  # its last step's
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * (1 - (1 + 3 / 4) / 2))
+
+
 def test_the_running_average_moves_by_one_minus_the_decay_and_copies_buffers():
     model, average = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
     with torch.no_grad():

@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import bf_mnist as bfm
+from attacklab.runfolder import upgrade_recipe
 from conftest import REPO
 
 PROMISED_TAGS = {"target/train_loss", "target/train_accuracy", "target/val_accuracy", "gan/loss_d", "gan/loss_g",
@@ -218,3 +220,11 @@ def test_the_surrogate_refit_asks_the_api_about_gs_samples_within_the_budget(dat
     assert attack["queries"] == 70
     refit = torch.load(run_dir / "models" / "gan_last.pt", weights_only=True)["refit"]
     assert len(refit["images"]) == len(refit["labels"]) == 10 and refit["labels"].max() < 5
+
+
+def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
+    stored = {k: v for k, v in bfm.default_recipe("corrected", "disjoint").items()
+              if k not in ("surrogate_noise", "g_average")}
+    recipe = upgrade_recipe(dict(stored, lr_decay="linear"), "corrected", "disjoint")
+    assert recipe["surrogate_noise"] == 0.0 and recipe["g_average"] == 0.0  # not today's disjoint 0.3
+    assert recipe["lr_decay"] == "linear" and recipe["surrogate_weight"] == stored["surrogate_weight"]
