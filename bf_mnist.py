@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
-from attacklab.data import N_CLASSES, batch_indices, to_unit, translate
+from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
 from attacklab.runtime import progress, seeded_fork
 from attacklab.sampling import update_average
 
@@ -140,11 +140,6 @@ class SurrogateClassifier(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-
-
-def one_hot(labels, n_classes=N_CLASSES):
-    """int labels (N,) -> float one-hot (N, n_classes) on the same device."""
-    return F.one_hot(labels, n_classes).float()
 
 
 # ---------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def _resume_gan(path, g, d, opt_g, opt_d, g_out, api, refit):
         return 0, [], 0.0
     ckpt = load_checkpoint(path, "gan")
     g.load_state_dict(ckpt.get("g_trained", ckpt["g"]))
-    g_out.load_state_dict(ckpt["g"])
+    if g_out is not g:
+        g_out.load_state_dict(ckpt["g"])
     d.load_state_dict(ckpt["d"])
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])

@@ -258,6 +258,11 @@ def to_unit(images_uint8):
     return images_uint8.unsqueeze(1).float().div_(255)
 
 
+def one_hot(labels, n_classes=N_CLASSES):
+    """int labels (N,) -> float one-hot (N, n_classes) on the same device."""
+    return F.one_hot(labels, n_classes).float()
+
+
 def batch_indices(n, batch_size, shuffle, max_batches=None):
     """Index tensors of the mini-batches of one epoch (the first max_batches of them, if given)."""
     order = torch.randperm(n) if shuffle else torch.arange(n)

@@ -1,8 +1,7 @@
 """Drawing from a generator: fixed noise, the requested labels of a grid, images in [0, 1], and G's running average."""
 import torch
-import torch.nn.functional as F
 
-from attacklab.data import N_CLASSES
+from attacklab.data import N_CLASSES, one_hot
 
 
 def generator_images(g, labels, noise, rescale=True, batch_size=500, n_classes=N_CLASSES):
@@ -13,8 +12,7 @@ def generator_images(g, labels, noise, rescale=True, batch_size=500, n_classes=N
     out = []
     with torch.inference_mode():
         for i in range(0, len(labels), batch_size):
-            y = F.one_hot(labels[i:i + batch_size].to(device), n_classes).float()
-            x = g(noise[i:i + batch_size], y)
+            x = g(noise[i:i + batch_size], one_hot(labels[i:i + batch_size].to(device), n_classes))
             out.append(((x + 1) / 2 if rescale else x).clamp_(0, 1).cpu())
     g.train(was_training)
     return torch.cat(out)
