@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
-from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
+from attacklab.data import N_CLASSES, batch_indices, one_hot, random_affine, to_unit, translate
+from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss
 from attacklab.runtime import progress, seeded_fork
 from attacklab.sampling import update_average
 
@@ -142,6 +143,17 @@ class SurrogateClassifier(nn.Module):
         return self.net(x)
 
 
+class SurrogateEnsemble(nn.Module):
+    """Several surrogates as one classifier: the mean of their log-probabilities (a class all of them must give)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x).log_softmax(1) for m in self.members]).mean(0)
+
+
 # ---------------------------------------------------------------------------
 # the two variants' settings, side by side (README: what each row changes; docs/: how they were found)
 # ---------------------------------------------------------------------------
@@ -165,6 +177,10 @@ _RECIPE_ROWS = [
     ("surrogate_epochs",        0,                   3),
     ("surrogate_translate",     0,                   2),
     ("surrogate_noise",         0.0,                 0.0),     # std of Gaussian noise on what the surrogate sees
+    ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
+    ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
+    ("surrogate_balance",       False,               False),   # surrogate's loss weighted by 1 / API label frequency
+    ("mode_seeking",            0.0,                 0.0),     # weight of MSGAN's term: two noises, two images
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
     ("d_conditional",           True,                True),    # False: D judges realism only, never the label
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
@@ -211,24 +227,6 @@ def set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs, step=0, steps=
     for opt, lr in ((opt_g, recipe["lr_g"]), (opt_d, recipe["lr_d"])):
         for group in opt.param_groups:
             group["lr"] = lr * factor
-
-
-def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
-    """Squared MMD between (image, label) samples: zero when the two labelled sets are equal in distribution.
-
-    Kernel: (sum over scales s of exp(-||x - x'||^2 / (D s)) + linear * <x, x'> / D) * 1[y = y'], D = pixels.
-    The linear part matches each class's mean image, which removes fixed patterns (such as a
-    transposed convolution's checkerboard) far faster than the Gaussian parts alone.
-    """
-    x = torch.cat([a.flatten(1), b.flatten(1)])
-    y = torch.cat([labels_a, labels_b])
-    d2 = torch.cdist(x, x).pow(2) / x.shape[1]  # mean squared pixel difference
-    k = sum(torch.exp(-d2 / s) for s in scales)
-    if linear:
-        k = k + linear * (x @ x.T) / x.shape[1]
-    k = k * (y[:, None] == y[None, :]).float()
-    n = len(a)
-    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
 def g_loss_through_frozen_d(d, fake, y_onehot):
@@ -331,8 +329,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         opt_d.step()
         losses_d.append(loss_d.item())
         # G step: minimise corrected_g_loss
-        fake = g(torch.randn(n, nz, 1, 1, device=device), y)
-        loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], recipe, surrogate)
+        z = torch.randn(n, nz, 1, 1, device=device)
+        fake = g(z, y)
+        loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], recipe, surrogate, z)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -342,9 +341,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
     return float(np.mean(losses_g)), float(np.mean(losses_d))
 
 
-def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None):
+def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None, noise=None):
     """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
-    + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
+    + surrogate_weight * CE(surrogate(G(z, y)), y) + mode_seeking * the mode-seeking term, y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
     loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels if same else labels * 0,
                                                     asked if same else asked * 0, recipe["mmd_scales"],
@@ -354,12 +353,16 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
     if surrogate is not None and recipe["surrogate_weight"] > 0:
         loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
+    if recipe["mode_seeking"] > 0:
+        loss = loss + recipe["mode_seeking"] * mode_seeking_loss(fake, noise, asked)
     return loss
 
 
 def surrogate_loss(surrogate, fake, asked, recipe):
     """The surrogate's cross-entropy for the asked classes on G's images, shifted, plus noise if the recipe says."""
     seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
+    if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
+        seen = random_affine(seen, *recipe["surrogate_affine"])
     if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
     return F.cross_entropy(surrogate(seen), asked)
@@ -371,17 +374,20 @@ RESCALE_OUTPUT = {"blog": False, "corrected": True}
 
 
 def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None, n_classes=N_CLASSES,
-                    model=None):
+                    model=None, balance=False):
     """The attacker's SurrogateClassifier fitted to (its images, the API's labels); frozen, in eval mode.
 
     A new model, or `model` trained further (the refit). +-2 px shifts, in a forked RNG seeded by `seed`
-    (a run that loads it instead keeps the same random streams). Returns (model, last epoch's fit).
+    (a run that loads it instead keeps the same random streams); balance: every API class weighs the
+    same in the loss. Returns (model, last epoch's fit).
     """
     with seeded_fork(seed, device):
         model = (model or SurrogateClassifier(n_classes).to(device)).requires_grad_(True)
         optimizer = adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+        weight = class_weights(labels, n_classes).to(device) if balance else None
         acc = float("nan")
         for epoch in range(epochs):
             _, acc = train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches,
-                                            augment=shift_2px, desc=f"surrogate {epoch + 1}")
+                                            augment=shift_2px, desc=f"surrogate {epoch + 1}",
+                                            loss_fn=lambda logits, y: F.cross_entropy(logits, y, weight=weight))
     return model.eval().requires_grad_(False), acc

@@ -170,6 +170,12 @@ def recipe_for(args):
     if not isinstance(recipe["g_average"], (int, float)) or not 0 <= recipe["g_average"] < 1:
         raise UserError(f"--recipe g_average={recipe['g_average']}: the running average's decay is in [0, 1) "
                         "(0: no average, 0.99: about the last 100 steps)")
+    if isinstance(recipe["mode_seeking"], bool) or not isinstance(recipe["mode_seeking"], (int, float)) \
+            or recipe["mode_seeking"] < 0:
+        raise UserError(f"--recipe mode_seeking={json.dumps(recipe['mode_seeking'])}: the term's weight is a number "
+                        ">= 0 (0: off)")
+    if not isinstance(recipe["surrogate_balance"], bool):
+        raise UserError(f"--recipe surrogate_balance={json.dumps(recipe['surrogate_balance'])}: write true or false")
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":
         recipe["surrogate_weight"] = args.surrogate_weight
     return recipe
@@ -301,7 +307,8 @@ def evaluate_run(run_dir, evaluator_seed=None):
     target, target_ckpt = provider.load_target(paths["models"] / "target_best.pt", device, "--evaluate",
                                                protocol.n_classes)
     g, ckpt = attack.load_generator(cfg, paths["models"] / "gan_last.pt", device)
-    surrogate, info = attack.load_surrogate(paths["models"] / "surrogate.pt", device, protocol.n_classes)
+    surrogate, info = attack.load_surrogate(paths["models"] / "surrogate.pt", device, protocol.n_classes,
+                                            cfg["recipe"]["surrogate_models"])
     evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes,
                                                                       evaluator_seed)
     metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0])

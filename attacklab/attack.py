@@ -48,9 +48,12 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
         return None, None
     path = paths["models"] / "surrogate.pt"
     if path.is_file():
-        return load_surrogate(path, device, n_classes(cfg))
-    model, acc = bfm.train_surrogate(images, labels, cfg["seed"] + 4, device, recipe["surrogate_epochs"],
-                                     max_batches=max_batches, n_classes=n_classes(cfg))
+        return load_surrogate(path, device, n_classes(cfg), recipe["surrogate_models"])
+    members = [bfm.train_surrogate(images, labels, cfg["seed"] + 4 + 1000 * i, device, recipe["surrogate_epochs"],
+                                   max_batches=max_batches, n_classes=n_classes(cfg),
+                                   balance=recipe["surrogate_balance"]) for i in range(recipe["surrogate_models"])]
+    model, acc = members[0] if len(members) == 1 else (bfm.SurrogateEnsemble([m for m, _ in members]).eval(),
+                                                       sum(a for _, a in members) / len(members))
     info = {"accuracy_on_aux_labels": acc}
     save_checkpoint("surrogate", path, model=model.state_dict(), info=info)
     print(f"surrogate classifier: accuracy {acc:.4f} on the API's labels of the auxiliary images")
@@ -149,7 +152,8 @@ class SurrogateRefit:
         self.surrogate, _ = bfm.train_surrogate(torch.cat([self.aux[0], self.images]),
                                                 torch.cat([self.aux[1], self.labels]),
                                                 self.cfg["seed"] + 5 + epoch, self.device, recipe["refit_epochs"],
-                                                max_batches=max_batches, model=self.surrogate)
+                                                max_batches=max_batches, model=self.surrogate,
+                                                n_classes=n_classes(self.cfg), balance=recipe["surrogate_balance"])
         return n
 
     def state_dict(self):
@@ -221,9 +225,11 @@ def load_generator(cfg, path, device):
     return g.to(device), ckpt
 
 
-def load_surrogate(path, device, n_classes):
-    """The surrogate a run saved, or (None, None) when it trained none."""
+def load_surrogate(path, device, n_classes, members=1):
+    """The surrogate a run saved (an ensemble of `members`), or (None, None) when it trained none."""
     if not path.is_file():
         return None, None
-    model, ckpt = load_model(bfm.SurrogateClassifier(n_classes), path, "surrogate", "the saved surrogate")
+    model = (bfm.SurrogateClassifier(n_classes) if members == 1
+             else bfm.SurrogateEnsemble([bfm.SurrogateClassifier(n_classes) for _ in range(members)]))
+    model, ckpt = load_model(model, path, "surrogate", "the saved surrogate")
     return model.to(device).eval().requires_grad_(False), ckpt["info"]

@@ -2,6 +2,7 @@
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import shutil
@@ -282,6 +283,18 @@ def translate(x, max_shift, fill=-1.0):
     cols = torch.arange(IMAGE_SIZE, device=x.device)[None, :] + sx[:, None]  # (n, 28)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return pad[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (n, 1, 28, 28)
+
+
+def random_affine(x, degrees, scale):
+    """Each image (N, 1, 28, 28) in [0, 1] rotated by up to +-degrees and scaled by 1 +- up to scale, about its centre."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+    size = 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / size, torch.sin(angle) / size
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)  # (n, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
 
 def load_data(data_dir):

@@ -41,6 +41,7 @@ ROWS = {
 # the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false", 'lr_decay="linear"']
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
+_STEP = _NOISE_S5 + ['lr_decay="linear_step"']
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
@@ -66,6 +67,15 @@ DISJOINT_ROWS = {
                    _NOISE_S5 + ['lr_decay="linear_step"']),
     "step_decay_average": ("step_decay and G's running average (decay 0.99)",
                            _NOISE_S5 + ['lr_decay="linear_step"', "g_average=0.99"]),
+    "balanced": ("step_decay, the surrogate's loss weighted by 1 / the API's label frequency",
+                 _STEP + ["surrogate_balance=true"]),
+    "mode_seek0.1": ("step_decay and the mode-seeking term, weight 0.1", _STEP + ["mode_seeking=0.1"]),
+    "ensemble3": ("step_decay, G must satisfy 3 surrogates (seeds) at once", _STEP + ["surrogate_models=3"]),
+    "affine": ("step_decay, the surrogate sees G's images rotated by up to 15 degrees and scaled by up to 10%",
+               _STEP + ["surrogate_affine=[15, 0.1]"]),
+    "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
+                 _STEP + ["surrogate_affine=[30, 0.15]"]),
+    "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
 }
 ROWS_BY_PROTOCOL = {"same": ROWS, "disjoint": DISJOINT_ROWS}
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import bf_mnist as bfm
-from attacklab import sampling
+from attacklab import data, sampling
 from attacklab.api import PredictionAPI
 from attacklab.classifiers import predict_labels
 from attacklab.data import to_unit
@@ -301,3 +301,62 @@ def test_a_corrected_epoch_updates_gs_average_after_every_step(decay):
     assert all(torch.equal(p, kept[name]) for name, p in average.named_parameters())
     assert all(torch.equal(b, g.state_dict()[name]) for name, b in average.named_buffers())  # BatchNorm's, copied
     assert not torch.equal(g.state_dict()["concat_block.weight"], start["concat_block.weight"])
+
+
+def test_the_mode_seeking_term_grows_when_a_class_collapses_and_ignores_pairs_of_other_classes():
+    torch.manual_seed(0)
+    noise, asked = torch.randn(8, 4, 1, 1), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    diverse = torch.rand(8, 1, 28, 28) * 2 - 1
+    collapsed = diverse[:1].repeat(8, 1, 1, 1) + 0.01 * diverse  # every image nearly the first
+    assert bfm.mode_seeking_loss(collapsed, noise, asked) > 10 * bfm.mode_seeking_loss(diverse, noise, asked)
+    # distances between a class-0 and a class-1 image do not count: here no two samples share a class
+    assert bfm.mode_seeking_loss(collapsed[:2], noise[:2], asked[3:5]) == 0
+    # its gradient pushes two samples of one class apart
+    pair = collapsed[:2].clone().requires_grad_(True)
+    bfm.mode_seeking_loss(pair, noise[:2], asked[:2]).backward()
+    moved = pair.detach() - 0.01 * pair.grad
+    assert (moved[0] - moved[1]).abs().sum() > (pair[0] - pair[1]).detach().abs().sum()
+
+
+def test_class_weights_make_every_class_count_equally_for_labels_and_soft_targets():
+    labels = torch.tensor([0, 0, 0, 1])
+    weights = bfm.class_weights(labels, 3)  # class 2 never answered: weighted as if seen once, not divided by 0
+    assert torch.allclose(weights, torch.tensor([4 / 9, 4 / 3, 4 / 3]))
+    assert torch.allclose(bfm.class_weights(torch.nn.functional.one_hot(labels, 3).float(), 3), weights)
+
+
+def test_a_balanced_surrogate_gives_a_rare_api_class_more_of_image_space():
+    (x, y) = squares(12, seed=0)
+    keep = (y < 2) | (torch.arange(len(y)) % 12 < 2)  # classes 0 and 1 common, 2-9 two images each
+    x, y = x[keep], y[keep]
+    (held, held_y) = squares(6, seed=1)
+    rare = held_y >= 2
+    plain, _ = bfm.train_surrogate(x, y, seed=5, device=CPU, epochs=6, batch_size=20)
+    balanced, _ = bfm.train_surrogate(x, y, seed=5, device=CPU, epochs=6, batch_size=20, balance=True)
+    as_rare = [(predict_labels(m, to_unit(held[rare])) >= 2).float().mean() for m in (plain, balanced)]
+    assert as_rare[1] > as_rare[0]
+
+
+def test_random_affine_is_the_identity_at_zero_and_moves_each_image_its_own_way():
+    torch.manual_seed(0)
+    x = torch.zeros(6, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # an upright bar in the centre
+    assert torch.allclose(data.random_affine(x, 0, 0.0), x, atol=1e-6)
+    moved = data.random_affine(x, 30, 0.2)
+    assert moved.shape == x.shape and moved.min() >= 0 and moved.max() <= 1
+    assert all((moved[i] - x[i]).abs().sum() > 1 for i in range(6))
+    assert len({round(moved[i].sum().item(), 3) for i in range(6)}) > 1  # sizes differ: per-image scales
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre = [((moved[i, 0] * grid).sum() / moved[i].sum()).item() for i in range(6) for grid in (rows, cols)]
+    assert max(abs(c - 13.5) for c in centre) < 0.5  # about the image's centre, not a corner
+
+
+def test_an_ensemble_of_surrogates_gives_the_class_all_members_give():
+    torch.manual_seed(0)
+    one = bfm.SurrogateClassifier(5).eval()
+    x = torch.rand(7, 1, 28, 28)
+    same = bfm.SurrogateEnsemble([one, copy.deepcopy(one)])
+    assert torch.allclose(same(x), one(x).log_softmax(1), atol=1e-6)
+    votes = bfm.SurrogateEnsemble([bfm.SurrogateClassifier(5) for _ in range(3)]).eval()
+    assert torch.allclose(votes(x).exp().sum(1), torch.ones(7), atol=0.2)  # a geometric mean: close to 1, not above
+    assert torch.equal(predict_labels(votes, x), votes(x).argmax(1))

@@ -224,7 +224,8 @@ def test_the_surrogate_refit_asks_the_api_about_gs_samples_within_the_budget(dat
 
 def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
     stored = {k: v for k, v in bfm.default_recipe("corrected", "disjoint").items()
-              if k not in ("surrogate_noise", "g_average")}
+              if k not in ("surrogate_noise", "g_average", "surrogate_balance", "mode_seeking")}
     recipe = upgrade_recipe(dict(stored, lr_decay="linear"), "corrected", "disjoint")
     assert recipe["surrogate_noise"] == 0.0 and recipe["g_average"] == 0.0  # not today's disjoint 0.3
+    assert recipe["surrogate_balance"] is False and recipe["mode_seeking"] == 0.0
     assert recipe["lr_decay"] == "linear" and recipe["surrogate_weight"] == stored["surrogate_weight"]

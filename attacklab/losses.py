@@ -1,0 +1,42 @@
+"""G's auxiliary objectives and the surrogate's class weights: functions of tensors, no state."""
+import torch
+
+
+def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
+    """Squared MMD between (image, label) samples: zero when the two labelled sets are equal in distribution.
+
+    Kernel: (sum over scales s of exp(-||x - x'||^2 / (D s)) + linear * <x, x'> / D) * 1[y = y'], D = pixels.
+    The linear part matches each class's mean image, which removes fixed patterns (such as a
+    transposed convolution's checkerboard) far faster than the Gaussian parts alone.
+    """
+    x = torch.cat([a.flatten(1), b.flatten(1)])
+    y = torch.cat([labels_a, labels_b])
+    d2 = torch.cdist(x, x).pow(2) / x.shape[1]  # mean squared pixel difference
+    k = sum(torch.exp(-d2 / s) for s in scales)
+    if linear:
+        k = k + linear * (x @ x.T) / x.shape[1]
+    k = k * (y[:, None] == y[None, :]).float()
+    n = len(a)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def mode_seeking_loss(fake, noise, asked):
+    """1 / (mean over same-class pairs of |G(z1, c) - G(z2, c)| / |z1 - z2|), per-pixel and per-entry L1.
+
+    The mode-seeking term of MSGAN (Mao et al., CVPR 2019), computed on the pairs of one batch that
+    were asked for the same class: it grows when two noises give the same image (a class collapsed
+    to one shape). 0 when no two samples share a class.
+    """
+    images, z = fake.flatten(1), noise.flatten(1)  # (n, pixels), (n, nz)
+    same = (asked[:, None] == asked[None, :]) & ~torch.eye(len(asked), dtype=torch.bool, device=asked.device)
+    if not same.any():
+        return fake.new_zeros(())
+    ratio = (torch.cdist(images, images, p=1) / images.shape[1])[same] / (torch.cdist(z, z, p=1) / z.shape[1])[same]
+    return 1.0 / (ratio.mean() + 1e-5)
+
+
+def class_weights(targets, n_classes):
+    """Cross-entropy weights n / (k * count_c) from labels (N,) or soft targets (N, k): every class counts equally."""
+    counts = (torch.bincount(targets, minlength=n_classes).float() if targets.dim() == 1
+              else targets.float().sum(0))
+    return len(targets) / (n_classes * counts.clamp(min=1.0))
