@@ -21,7 +21,7 @@ import bf_mnist as bfm
 from attacklab import attack, evaluation, provider
 from attacklab.api import API_OUTPUTS, PredictionAPI
 from attacklab.controls import CONTROLS, DEFAULT_CONTROLS, run_controls, validate_controls
-from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, str2bool
+from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, recipe_error, str2bool
 from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
 from attacklab.extraction import run_extraction
@@ -164,18 +164,9 @@ def recipe_for(args):
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    if recipe["lr_decay"] not in (None, "linear", "linear_step"):
-        raise UserError(f"--recipe lr_decay={json.dumps(recipe['lr_decay'])}: choose null, \"linear\" (per epoch) "
-                        "or \"linear_step\" (per step)")
-    if not isinstance(recipe["g_average"], (int, float)) or not 0 <= recipe["g_average"] < 1:
-        raise UserError(f"--recipe g_average={recipe['g_average']}: the running average's decay is in [0, 1) "
-                        "(0: no average, 0.99: about the last 100 steps)")
-    if isinstance(recipe["mode_seeking"], bool) or not isinstance(recipe["mode_seeking"], (int, float)) \
-            or recipe["mode_seeking"] < 0:
-        raise UserError(f"--recipe mode_seeking={json.dumps(recipe['mode_seeking'])}: the term's weight is a number "
-                        ">= 0 (0: off)")
-    if not isinstance(recipe["surrogate_balance"], bool):
-        raise UserError(f"--recipe surrogate_balance={json.dumps(recipe['surrogate_balance'])}: write true or false")
+    error = recipe_error(recipe)
+    if error:
+        raise UserError(error)
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":
         recipe["surrogate_weight"] = args.surrogate_weight
     return recipe

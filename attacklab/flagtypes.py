@@ -1,5 +1,6 @@
 """Flag types for main.py's parser: one-line errors, booleans that mean what they say, checked numbers."""
 import argparse
+import json
 import math
 
 
@@ -40,3 +41,30 @@ def non_negative_float(text):
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _number(value):
+    """A finite int or float that is not a bool (JSON's true is not a weight)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# the --recipe entries whose values are checked: key -> (test, what a good value is)
+RECIPE_CHECKS = {
+    "lr_decay": (lambda v: v in (None, "linear", "linear_step"),
+                 'choose null, "linear" (per epoch) or "linear_step" (per step)'),
+    "g_average": (lambda v: _number(v) and 0 <= v < 1,
+                  "the running average's decay is in [0, 1) (0: no average, 0.99: about the last 100 steps)"),
+    "mode_seeking": (lambda v: _number(v) and v >= 0, "the term's weight is a number >= 0 (0: off)"),
+    "surrogate_balance": (lambda v: isinstance(v, bool), "write true or false"),
+    "surrogate_models": (lambda v: _number(v) and isinstance(v, int) and v >= 1, "how many surrogates: a whole number >= 1"),
+    "surrogate_affine": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) and x >= 0 for x in v),
+                         "[largest rotation in degrees, largest relative change of scale], both >= 0: [15, 0.1]"),
+}
+
+
+def recipe_error(recipe):
+    """One sentence about the first recipe entry whose value is out of range, or None when all are good."""
+    for key, (good, what) in RECIPE_CHECKS.items():
+        if key in recipe and not good(recipe[key]):
+            return f"--recipe {key}={json.dumps(recipe[key])}: {what}"
+    return None

@@ -208,6 +208,8 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "g_average=1"], "in [0, 1)"),
                                             (["--recipe", "mode_seeking=-1"], ">= 0"),
                                             (["--recipe", "surrogate_balance=1"], "true or false"),
+                                            (["--recipe", "surrogate_models=0"], "whole number >= 1"),
+                                            (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
                                             (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
