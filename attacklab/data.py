@@ -286,7 +286,7 @@ def translate(x, max_shift, fill=-1.0):
 
 
 def random_affine(x, degrees, scale):
-    """Each image (N, 1, 28, 28) in [0, 1] rotated by up to +-degrees and scaled by 1 +- up to scale, about its centre."""
+    """Each image (N, 1, 28, 28) in [0, 1] rotated by up to +-degrees, scaled by 1 +- up to scale, about its centre."""
     n = x.shape[0]
     angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
     size = 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale

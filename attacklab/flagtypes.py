@@ -56,7 +56,8 @@ RECIPE_CHECKS = {
                   "the running average's decay is in [0, 1) (0: no average, 0.99: about the last 100 steps)"),
     "mode_seeking": (lambda v: _number(v) and v >= 0, "the term's weight is a number >= 0 (0: off)"),
     "surrogate_balance": (lambda v: isinstance(v, bool), "write true or false"),
-    "surrogate_models": (lambda v: _number(v) and isinstance(v, int) and v >= 1, "how many surrogates: a whole number >= 1"),
+    "surrogate_models": (lambda v: _number(v) and isinstance(v, int) and v >= 1,
+                         "how many surrogates: a whole number >= 1"),
     "surrogate_affine": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) and x >= 0 for x in v),
                          "[largest rotation in degrees, largest relative change of scale], both >= 0: [15, 0.1]"),
 }
