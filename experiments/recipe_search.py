@@ -75,7 +75,10 @@ DISJOINT_ROWS = {
                _STEP + ["surrogate_affine=[15, 0.1]"]),
     "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
                  _STEP + ["surrogate_affine=[30, 0.15]"]),
+    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%",
+                 _STEP + ["surrogate_affine=[45, 0.2]"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
+    "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }
 ROWS_BY_PROTOCOL = {"same": ROWS, "disjoint": DISJOINT_ROWS}
 

@@ -109,6 +109,18 @@ def test_evaluate_recomputes_the_same_metrics(data_dir, tmp_path):
     assert after["history"] == before["history"]
 
 
+def test_an_ensemble_of_surrogates_is_saved_and_read_back_by_evaluate(data_dir, tmp_path):
+    run_dir = tmp_path / "ensemble"
+    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 1, "--protocol", "disjoint", "--controls", "none",
+                          "--recipe", "surrogate_models=2"))
+    before = json.loads((run_dir / "results.json").read_text())
+    members = torch.load(run_dir / "models" / "surrogate.pt", weights_only=True)["model"]
+    assert {k.split(".")[1] for k in members} == {"0", "1"}  # two surrogates, both kept
+    main_py("--evaluate", run_dir)
+    after = json.loads((run_dir / "results.json").read_text())
+    assert after["attack"] == before["attack"]  # surrogate agreement included: the same ensemble read back
+
+
 @pytest.mark.parametrize("config", ['{"flags": {}}', '{"seed": 1}', '[1, 2]'])
 def test_evaluate_and_resume_refuse_a_config_that_lacks_keys(data_dir, tmp_path, config):
     run_dir = tmp_path / "edited"
