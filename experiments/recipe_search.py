@@ -37,15 +37,17 @@ ROWS = {
     "default": ("+ learning rates decaying linearly: the default", []),
     "surrogate_0.3": ("same with 0.3 x surrogate", ["surrogate_weight=0.3"]),
 }
-# The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe;
+# The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe
+# (main.py starts from today's disjoint default, so every entry that default changes is set back first);
 # the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
-_BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false", 'lr_decay="linear"']
+_SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]"]
+_BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
-                     "surrogate_weight=1", 'lr_decay="linear"']),
+                     "surrogate_weight=1"] + _SAME),
     "blind": ("D and MMD judge realism only, G asked for every class equally", _BLIND + ["mmd_weight=10",
                                                                                         "surrogate_weight=1"]),
     "blind_s3": ("same with surrogate weight 3", _BLIND + ["mmd_weight=10", "surrogate_weight=3"]),
@@ -63,7 +65,7 @@ DISJOINT_ROWS = {
     "noise0.5_s10": ("noise std 0.5 and surrogate weight 10",
                      _BLIND + ["mmd_weight=2", "surrogate_weight=10", "surrogate_noise=0.5"]),
     "average": ("noise0.3_s5, the attack's G is G's running average (decay 0.99)", _NOISE_S5 + ["g_average=0.99"]),
-    "step_decay": ("noise0.3_s5, learning rates decaying linearly per step, not per epoch: the default",
+    "step_decay": ("noise0.3_s5, learning rates decaying linearly per step, not per epoch (the default before affine45)",
                    _NOISE_S5 + ['lr_decay="linear_step"']),
     "step_decay_average": ("step_decay and G's running average (decay 0.99)",
                            _NOISE_S5 + ['lr_decay="linear_step"', "g_average=0.99"]),
@@ -75,7 +77,7 @@ DISJOINT_ROWS = {
                _STEP + ["surrogate_affine=[15, 0.1]"]),
     "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
                  _STEP + ["surrogate_affine=[30, 0.15]"]),
-    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%",
+    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%: the default",
                  _STEP + ["surrogate_affine=[45, 0.2]"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
