@@ -360,7 +360,8 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
 
 
 def surrogate_loss(surrogate, fake, asked, recipe):
-    """The surrogate's cross-entropy for the asked classes on G's images, shifted, plus noise if the recipe says."""
+    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled and
+    noised if the recipe says (a new draw per image and call)."""
     seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
     if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
         seen = random_affine(seen, *recipe["surrogate_affine"])
