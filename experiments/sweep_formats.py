@@ -2,16 +2,17 @@
 
     python experiments/sweep_formats.py --out runs/formats                       # every cell, seed 1
     python experiments/sweep_formats.py --protocols disjoint --formats label probs --defences none
-    python experiments/sweep_formats.py -- --controls none --recipe 'lr_decay="linear"'   # the README's table
+    python experiments/sweep_formats.py -- --controls none --recipe 'lr_decay="linear"' 'surrogate_affine=[0, 0]'
+                                                                          # the README's table
 
 Each cell runs `python main.py --protocol P --api_output F --defence D --seed S --run_dir OUT/P-F-D`
 (finished cells are read, not rerun) and the table gives the attack's accuracy by the evaluator, the
 no-leak control's (when the cell ran it), the target's test accuracy (the defence's cost) and the
 queries; the rows are also appended to OUT/table.md with the flags that made them. A default run is
 10-20 minutes on 2 CPU cores, so the whole table (18 cells) is several hours; the README's table
-skips the controls (`-- --controls none`) and keeps disjoint on the per-epoch learning-rate decay it
-was measured with. `same` needs its 7 GAN epochs (with 2 its D wins and the attack scores about
-0.5): its six cells took about two hours on one thread.
+skips the controls (`-- --controls none`) and keeps disjoint on the recipe its cells were measured
+with (no per-step decay, no rotations). `same` needs its 7 GAN epochs (with 2 its D wins and the
+attack scores about 0.5): its six cells took about two hours on one thread.
 """
 import argparse
 import json
