@@ -72,8 +72,21 @@ def load_run_config(run_dir, flag):
                         "or written by another version of main.py; pass a run folder written by this one")
     for key, value in OLDER_RUNS.items():  # flags added since: what a run written before them did
         flags.setdefault(key, value)
+    relocate(flags, run_dir)
     cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])
     return cfg
+
+
+def relocate(flags, run_dir):
+    """A run folder moved or copied since: its own parts (models, samples, logs) are read where it is now."""
+    if not flags["run_dir"]:
+        return flags
+    old, new = Path(flags["run_dir"]).resolve(), Path(run_dir).resolve()
+    for key in PATH_FLAGS:
+        path = Path(flags[key]).resolve() if flags[key] else None
+        if path is not None and (path == old or old in path.parents):
+            flags[key] = str(new / path.relative_to(old))
+    return flags
 
 
 def upgrade_recipe(recipe, variant, protocol="same"):

@@ -98,12 +98,14 @@ def test_training_flag_false_is_false(text):
     assert main.build_parser().parse_args(["--training_flag", text]).training_flag is False
 
 
-def test_evaluate_recomputes_the_same_metrics(data_dir, tmp_path):
-    run_dir = tmp_path / "run"  # its own run: the module's shared one is only read
-    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 2))
+def test_evaluate_recomputes_the_same_metrics_in_a_moved_folder(data_dir, tmp_path):
+    first = tmp_path / "run"  # its own run: the module's shared one is only read
+    main_py(*dry_run_args(data_dir, first, "--epochs_gan", 2))
+    run_dir = first.rename(tmp_path / "moved")  # its config.json still names the old folder
     before = json.loads((run_dir / "results.json").read_text())
     (run_dir / "results.json").unlink()  # recomputed from the checkpoints alone
     main_py("--evaluate", run_dir)
+    assert not first.exists()
     after = json.loads((run_dir / "results.json").read_text())
     assert after["attack"] == before["attack"] and after["target"] == before["target"]
     assert after["history"] == before["history"]

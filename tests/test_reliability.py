@@ -187,7 +187,9 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "results.json").exists()
     assert load_checkpoint(killed / "models" / "gan_last.pt", "gan")["epoch"] >= 2
+    old_place, killed = killed, killed.rename(tmp_path / "moved")  # resumed where it is now
     out = main_py("--resume", killed).stdout
+    assert not old_place.exists()
     assert "resuming the GAN after epoch" in out
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
     resumed = json.loads((killed / "results.json").read_text())
