@@ -108,7 +108,7 @@ def build_parser():
                    help="write models/gan_last.pt every N GAN epochs (and at the end)")
     p.add_argument("--evaluator_seed", type=int, default=None,
                    help="seed of the evaluation classifier (default 0; cached per seed under the data folder); "
-                        "with --evaluate: judge the run with this evaluator too (results_evaluator<S>.json)")
+                        "with --evaluate: judge the run with this evaluator too (results_evaluator<S>.json, report_evaluator<S>.png)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -304,7 +304,7 @@ def evaluate_run(run_dir, evaluator_seed=None):
                                                                       evaluator_seed)
     metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0])
     own = evaluator_seed in (None, flags["evaluator_seed"])
-    name = RESULTS if own else f"results_evaluator{evaluator_seed}.json"
+    suffix = "" if own else f"_evaluator{evaluator_seed}"  # another judge's numbers go beside the run's own
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
     # every control judged again (a generative one resumes its finished G); the run's own files only
     # for its own evaluator
@@ -314,7 +314,7 @@ def evaluate_run(run_dir, evaluator_seed=None):
     results = evaluation.build_results(target_info, cfg, ckpt["queries"], metrics,
                                        evaluation.surrogate_report(surrogate, info, target, private["val"][0]),
                                        reference, evaluator_info, ckpt["history"], old.get("seconds", {}), controls)
-    evaluation.write_results(paths, results, grid_images, name)
+    evaluation.write_results(paths, results, grid_images, suffix)
     return results
 
 

@@ -101,11 +101,11 @@ def evaluator_stage(flags, data, device, private_classes, seed=None):
     return evaluator, info, reference_rows(evaluator, data["test"], classes=private_classes)
 
 
-def write_results(paths, results, grid_images, name="results.json"):
-    """results.json (or another name) and report.png, and the headline on stdout."""
-    metrics = results["attack"]
+def write_results(paths, results, grid_images, suffix=""):
+    """results{suffix}.json and report{suffix}.png, and the headline on stdout."""
+    metrics, name = results["attack"], f"results{suffix}.json"
     write_json_atomic(results, paths["run"] / name)
-    write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / "report.png")
+    write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / f"report{suffix}.png")
     print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
           f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
           f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / name}")

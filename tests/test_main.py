@@ -217,10 +217,11 @@ def test_extraction_runs_and_recovers_the_regressions(finished, data_dir, tmp_pa
 
 
 def test_evaluate_with_another_evaluator_seed_writes_beside_the_results(finished):
-    before = (finished / "results.json").read_bytes()
+    before, report = (finished / "results.json").read_bytes(), (finished / "report.png").read_bytes()
     main_py("--evaluate", finished, "--evaluator_seed", 7)
     other = json.loads((finished / "results_evaluator7.json").read_text())
     assert (finished / "results.json").read_bytes() == before  # the run's own numbers stay
+    assert (finished / "report.png").read_bytes() == report and (finished / "report_evaluator7.png").is_file()
     assert other["evaluator"]["seed"] == 7 and set(other["controls"]) == set(json.loads(before)["controls"])
     assert other["attack"]["queries"] == json.loads(before)["attack"]["queries"]
 
