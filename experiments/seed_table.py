@@ -1,8 +1,8 @@
 """The README's per-protocol table: attack and controls over seeds, by each evaluator seed, from run folders.
 
     python main.py --protocol disjoint --seeds 1 2 3 --run_dir runs/disjoint
-    for s in 1 2 3; do python main.py --evaluate runs/disjoint/seed_$s --evaluator_seed 1; done
-    python experiments/seed_table.py runs/disjoint --evaluator_seeds 0 1
+    for s in 1 2 3; do for e in 1 2; do python main.py --evaluate runs/disjoint/seed_$s --evaluator_seed $e; done; done
+    python experiments/seed_table.py runs/disjoint --evaluator_seeds 0 1 2 --seeds 1 2 3
 
 Reads RUN_DIR/seed_*/results.json (the run's own evaluator, seed 0 by default) and
 results_evaluator<S>.json (written by --evaluate). Mean ± std over the seeds (sample std, ddof 1,
@@ -20,12 +20,12 @@ ROWS = [("attack", "attack"), ("no_leak", "control: no-leak API, same attack and
         ("mi_face", "reference: MI-FACE, white box, no data")]
 
 
-def results_by_seed(run_dir, evaluator_seed):
+def results_by_seed(run_dir, evaluator_seed, seeds=None):
     """{attack seed: results} for one evaluator seed (its own results.json when the run used that evaluator)."""
     out = {}
     for seed_dir in sorted(Path(run_dir).glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
         own = seed_dir / "results.json"
-        if not own.is_file():
+        if not own.is_file() or (seeds and int(seed_dir.name.split("_")[1]) not in seeds):
             continue
         config = json.loads((seed_dir / "config.json").read_text())
         run_seed = config["flags"].get("evaluator_seed", 0)
@@ -50,8 +50,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a --seeds folder (RUN_DIR/seed_<S>/results.json)")
     p.add_argument("--evaluator_seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="attack seeds to include (default: all)")
     args = p.parse_args()
-    by_eval = {e: results_by_seed(args.run_dir, e) for e in args.evaluator_seeds}
+    by_eval = {e: results_by_seed(args.run_dir, e, args.seeds) for e in args.evaluator_seeds}
     if not any(by_eval.values()):
         raise SystemExit(f"{args.run_dir}: no finished seed_<S>/results.json there; run main.py --seeds first")
     print("| | " + " | ".join(f"evaluator seed {e} (seeds {sorted(r)})" for e, r in by_eval.items())
