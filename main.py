@@ -108,7 +108,8 @@ def build_parser():
                    help="write models/gan_last.pt every N GAN epochs (and at the end)")
     p.add_argument("--evaluator_seed", type=int, default=None,
                    help="seed of the evaluation classifier (default 0; cached per seed under the data folder); "
-                        "with --evaluate: judge the run with this evaluator too (results_evaluator<S>.json, report_evaluator<S>.png)")
+                        "with --evaluate: judge the run with this evaluator too "
+                        "(results_evaluator<S>.json, report_evaluator<S>.png)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
