@@ -83,6 +83,7 @@ DISJOINT_ROWS = {
                  _STEP + ["surrogate_affine=[60, 0.25]"]),
     "affine45_mmd1": ("affine45 with MMD weight 1 (a weaker pull towards the aux images' shapes)",
                       _STEP + ["surrogate_affine=[45, 0.2]", "mmd_weight=1"]),
+    "affine45_ensemble3": ("affine45 and 3 surrogates", _STEP + ["surrogate_affine=[45, 0.2]", "surrogate_models=3"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }
