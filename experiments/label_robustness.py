@@ -1,6 +1,6 @@
 """How often the label-only API keeps calling an image class c when it is perturbed: G's samples, real images, aux images.
 
-    python experiments/label_robustness.py runs/disjoint_extra/seed_4 runs/disjoint/seed_2
+    python experiments/label_robustness.py runs/disjoint/seed_4 runs/disjoint/seed_2
 
 For each run (protocol `disjoint`) and each private class c, three sets of 100 images: G's samples
 requested as c (the run's fixed evaluation noise), real private test images of c, and aux images the
@@ -11,7 +11,6 @@ lose it more often, an attacker who queries perturbed samples could tell. The ex
 it reads the private test images, which the attacker never does.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from attacklab.attack import load_generator  # noqa: E402
 from attacklab.evaluation import eval_requests  # noqa: E402
 from attacklab.protocols import PROTOCOLS  # noqa: E402
 from attacklab.provider import load_target  # noqa: E402
+from attacklab.runfolder import load_run_config  # noqa: E402
 
 PERTURBATIONS = ("none", "noise 0.3", "affine 45/0.2", "both")
 
@@ -41,7 +41,7 @@ def perturb(x, kind, generator_seed):
 
 def image_sets(run, n=100):
     """{set name: {class: images (n, 1, 28, 28) in [0, 1]}} and the API of one run."""
-    cfg = json.loads((Path(run) / "config.json").read_text())
+    cfg = load_run_config(run, "label_robustness.py")  # checked, and read where the folder is now
     flags = cfg["flags"]
     protocol = PROTOCOLS[flags["protocol"]]
     target, _ = load_target(Path(run) / "models" / "target_best.pt", "cpu", "label_robustness", protocol.n_classes)

@@ -44,6 +44,7 @@ _SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]"]
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
+_AFFINE45 = _STEP + ["surrogate_affine=[45, 0.2]"]  # the default
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
@@ -78,12 +79,12 @@ DISJOINT_ROWS = {
     "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
                  _STEP + ["surrogate_affine=[30, 0.15]"]),
     "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%: the default",
-                 _STEP + ["surrogate_affine=[45, 0.2]"]),
+                 _AFFINE45),
     "affine60": ("step_decay, rotated by up to 60 degrees and scaled by up to 25%",
                  _STEP + ["surrogate_affine=[60, 0.25]"]),
     "affine45_mmd1": ("affine45 with MMD weight 1 (a weaker pull towards the aux images' shapes)",
-                      _STEP + ["surrogate_affine=[45, 0.2]", "mmd_weight=1"]),
-    "affine45_ensemble3": ("affine45 and 3 surrogates", _STEP + ["surrogate_affine=[45, 0.2]", "surrogate_models=3"]),
+                      _AFFINE45 + ["mmd_weight=1"]),
+    "affine45_ensemble3": ("affine45 and 3 surrogates", _AFFINE45 + ["surrogate_models=3"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }

@@ -24,14 +24,14 @@ def results_by_seed(run_dir, evaluator_seed, seeds=None):
     """{attack seed: results} for one evaluator seed (its own results.json when the run used that evaluator)."""
     out = {}
     for seed_dir in sorted(Path(run_dir).glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
-        own = seed_dir / "results.json"
-        if not own.is_file() or (seeds and int(seed_dir.name.split("_")[1]) not in seeds):
+        seed, own = int(seed_dir.name.split("_")[1]), seed_dir / "results.json"
+        if not own.is_file() or (seeds and seed not in seeds):
             continue
         config = json.loads((seed_dir / "config.json").read_text())
         run_seed = config["flags"].get("evaluator_seed", 0)
         path = own if run_seed == evaluator_seed else seed_dir / f"results_evaluator{evaluator_seed}.json"
         if path.is_file():
-            out[int(seed_dir.name.split("_")[1])] = json.loads(path.read_text())
+            out[seed] = json.loads(path.read_text())
     return out
 
 
