@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
-from attacklab.data import N_CLASSES, batch_indices, one_hot, random_affine, to_unit, translate
-from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss
+from attacklab.data import N_CLASSES, batch_indices, one_hot, random_affine, random_cutout, to_unit, translate
+from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss, patches
 from attacklab.runtime import progress, seeded_fork
 from attacklab.sampling import update_average
 
@@ -172,6 +172,7 @@ _RECIPE_ROWS = [
     ("mmd_weight",              0.0,                 10.0),    # class-conditional MMD to the real batch
     ("mmd_scales",              None,                [0.1, 0.3, 1.0, 3.0]),
     ("mmd_linear",              0.0,                 1.0),
+    ("mmd_patch",               0,                   0),       # > 0: the MMD compares random k x k patches
     ("translate",               0,                   3),       # DiffAugment shift of what D sees, px
     ("surrogate_weight",        0.0,                 1.0),     # the surrogate's cross-entropy for G
     ("surrogate_epochs",        0,                   3),
@@ -179,6 +180,7 @@ _RECIPE_ROWS = [
     ("surrogate_noise",         0.0,                 0.0),     # std of Gaussian noise on what the surrogate sees
     ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
+    ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
     ("surrogate_balance",       False,               False),   # surrogate's loss weighted by 1 / API label frequency
     ("mode_seeking",            0.0,                 0.0),     # weight of MSGAN's term: two noises, two images
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
@@ -346,9 +348,10 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
     """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
     + surrogate_weight * CE(surrogate(G(z, y)), y) + mode_seeking * the mode-seeking term, y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
-    loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, labels if same else labels * 0,
-                                                    asked if same else asked * 0, recipe["mmd_scales"],
-                                                    recipe["mmd_linear"])
+    a, b, la, lb = real, fake, labels if same else labels * 0, asked if same else asked * 0
+    if recipe["mmd_patch"] > 0:  # compare local k x k patches (strokes), not whole images (which digit)
+        (a, la), (b, lb) = (patches(x, y, recipe["mmd_patch"], 8 * len(x)) for x, y in ((a, la), (b, lb)))
+    loss = recipe["mmd_weight"] * conditional_mmd2(a, b, la, lb, recipe["mmd_scales"], recipe["mmd_linear"])
     if recipe["adv_weight"] > 0:
         seen_by_d = translate(fake, recipe["translate"])
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
@@ -360,11 +363,13 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
 
 
 def surrogate_loss(surrogate, fake, asked, recipe):
-    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled and
-    noised if the recipe says (a new draw per image and call)."""
+    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
+    hidden and noised if the recipe says (a new draw per image and call)."""
     seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
     if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
         seen = random_affine(seen, *recipe["surrogate_affine"])
+    if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
+        seen = random_cutout(seen, recipe["surrogate_cutout"])
     if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
     return F.cross_entropy(surrogate(seen), asked)

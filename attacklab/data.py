@@ -297,6 +297,17 @@ def random_affine(x, degrees, scale):
     return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
 
+def random_cutout(x, size):
+    """Each image (N, 1, H, W) with one size x size square, at a random place inside it, set to 0 (background)."""
+    n, _, h, w = x.shape
+    top = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=x.device)
+    left = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    hidden = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(hidden, 0.0)
+
+
 def load_data(data_dir):
     """Prepare (if needed) and load every split as uint8 tensors: {split: (images, labels)}."""
     prepare_data(data_dir)

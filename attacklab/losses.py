@@ -20,6 +20,15 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
+def patches(images, labels, size, count, generator=None):
+    """`count` random size x size patches (stride size // 2) of a batch (N, 1, H, W): (count, size * size), their labels."""
+    cols = torch.nn.functional.unfold(images, size, stride=max(1, size // 2))  # (N, size * size, P)
+    flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (N * P, size * size)
+    flat_labels = labels.repeat_interleave(cols.shape[2])
+    pick = torch.randperm(len(flat), generator=generator, device=images.device)[:count]
+    return flat[pick], flat_labels[pick]
+
+
 def mode_seeking_loss(fake, noise, asked):
     """1 / (mean over same-class pairs of |G(z1, c) - G(z2, c)| / |z1 - z2|), per-pixel and per-entry L1.
 

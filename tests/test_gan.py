@@ -1,6 +1,7 @@
 """What D sees in each variant, the article's schedule, and the attacker's query accounting."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -318,6 +319,28 @@ def test_the_mode_seeking_term_grows_when_a_class_collapses_and_ignores_pairs_of
     assert (moved[0] - moved[1]).abs().sum() > (pair[0] - pair[1]).detach().abs().sum()
 
 
+def test_patches_are_windows_of_their_own_image_and_carry_its_label():
+    images = torch.arange(3 * 28 * 28, dtype=torch.float).reshape(3, 1, 28, 28)  # every pixel value unique
+    cut, labels = bfm.patches(images, torch.tensor([7, 8, 9]), 8, 40, torch.Generator().manual_seed(0))
+    assert cut.shape == (40, 64)
+    for patch, label in zip(cut, labels):
+        n, top, left = np.unravel_index(int(patch[0]), (3, 28, 28))  # its first pixel says where it was cut
+        assert top % 4 == 0 and left % 4 == 0 and label == 7 + n
+        assert torch.equal(patch.reshape(8, 8), images[n, 0, top:top + 8, left:left + 8])
+
+
+def test_the_patch_mmd_ignores_where_strokes_are_and_the_whole_image_mmd_does_not():
+    torch.manual_seed(0)
+    real = -torch.ones(64, 1, 28, 28)
+    real[:, :, 4:12, 10:14] = 1  # a bar at the top of every image
+    moved = real.roll(12, dims=2)  # the same bar lower down: other shapes, the same strokes
+    recipe = dict(bfm.default_recipe(), mmd_conditional=False, adv_weight=0)
+    labels = torch.zeros(64, dtype=torch.long)
+    whole = bfm.corrected_g_loss(None, moved, real, labels, labels, None, recipe)
+    local = bfm.corrected_g_loss(None, moved, real, labels, labels, None, dict(recipe, mmd_patch=8))
+    assert whole > 0.2 * recipe["mmd_weight"] and local < 0.1 * whole
+
+
 def test_class_weights_make_every_class_count_equally_for_labels_and_soft_targets():
     labels = torch.tensor([0, 0, 0, 1])
     weights = bfm.class_weights(labels, 3)  # class 2 never answered: weighted as if seen once, not divided by 0
@@ -349,6 +372,17 @@ def test_random_affine_is_the_identity_at_zero_and_moves_each_image_its_own_way(
     rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
     centre = [((moved[i, 0] * grid).sum() / moved[i].sum()).item() for i in range(6) for grid in (rows, cols)]
     assert max(abs(c - 13.5) for c in centre) < 0.5  # about the image's centre, not a corner
+
+
+def test_random_cutout_hides_one_square_per_image_each_in_its_own_place():
+    torch.manual_seed(0)
+    x = torch.rand(50, 1, 28, 28) + 0.5  # no pixel is 0 before
+    hidden = data.random_cutout(x, 10) == 0  # (50, 1, 28, 28)
+    assert torch.equal(hidden.sum((1, 2, 3)), torch.full((50,), 100))
+    rows, cols = hidden.any(3).squeeze(1), hidden.any(2).squeeze(1)  # (50, 28) each: which rows, columns
+    assert torch.equal(rows.sum(1), torch.full((50,), 10)) and torch.equal(cols.sum(1), torch.full((50,), 10))
+    assert len({(int(r.int().argmax()), int(c.int().argmax())) for r, c in zip(rows, cols)}) > 20
+    assert torch.equal(torch.where(hidden, x, data.random_cutout(x, 0)), x)  # size 0 hides nothing
 
 
 def test_an_ensemble_of_surrogates_gives_the_class_all_members_give():

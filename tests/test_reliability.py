@@ -212,6 +212,7 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "surrogate_balance=1"], "true or false"),
                                             (["--recipe", "surrogate_models=0"], "whole number >= 1"),
                                             (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
+                                            (["--recipe", "mmd_patch=2.5"], "from 0 (whole images) to 28"),
                                             (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
