@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
-from attacklab.data import N_CLASSES, batch_indices, one_hot, random_affine, random_cutout, to_unit, translate
-from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss, patches
+from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
+from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss, patches, surrogate_loss
 from attacklab.runtime import progress, seeded_fork
 from attacklab.sampling import update_average
 
@@ -195,12 +195,15 @@ _RECIPE_ROWS = [
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
 # surrogate also sees G's image plus noise: G must draw images that stay c when perturbed, far from the
 # boundaries where 5-9 shapes lie, and rotated (up to 45 degrees) and rescaled (up to 20%): G must draw
-# a shape that stays c from any of those views; its learning rates decay per step, not per epoch (with
-# one epoch, per epoch means no decay at all; docs/disjoint.md). Letters keep what they were measured with.
+# a shape that stays c from any of those views, and with a random 14 x 14 square hidden: every part of the
+# image must say c, not one part of a 5-9 shape (a 5's lower bowl says "3"); its learning rates decay per
+# step, not per epoch (with one epoch, per epoch means no decay at all; docs/disjoint.md). Letters keep what
+# they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
 PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3,
-                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2]},
+                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2],
+                                             "surrogate_cutout": 14},
                    "letters": _FOREIGN_AUX}
 VARIANTS = ("corrected", "blog")
 
@@ -360,19 +363,6 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
     if recipe["mode_seeking"] > 0:
         loss = loss + recipe["mode_seeking"] * mode_seeking_loss(fake, noise, asked)
     return loss
-
-
-def surrogate_loss(surrogate, fake, asked, recipe):
-    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
-    hidden and noised if the recipe says (a new draw per image and call)."""
-    seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
-    if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
-        seen = random_affine(seen, *recipe["surrogate_affine"])
-    if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
-        seen = random_cutout(seen, recipe["surrogate_cutout"])
-    if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
-        seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
-    return F.cross_entropy(surrogate(seen), asked)
 
 
 GAN_EPOCH = {"blog": gan_epoch_blog, "corrected": gan_epoch_corrected}

@@ -1,5 +1,8 @@
 """G's auxiliary objectives and the surrogate's class weights: functions of tensors, no state."""
 import torch
+import torch.nn.functional as F
+
+from attacklab.data import random_affine, random_cutout, translate
 
 
 def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
@@ -22,7 +25,7 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
 
 def patches(images, labels, size, count, generator=None):
     """`count` random size x size patches (stride size // 2) of a batch (N, 1, H, W): (count, size * size), their labels."""
-    cols = torch.nn.functional.unfold(images, size, stride=max(1, size // 2))  # (N, size * size, P)
+    cols = F.unfold(images, size, stride=max(1, size // 2))  # (N, size * size, P)
     flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (N * P, size * size)
     flat_labels = labels.repeat_interleave(cols.shape[2])
     pick = torch.randperm(len(flat), generator=generator, device=images.device)[:count]
@@ -49,3 +52,16 @@ def class_weights(targets, n_classes):
     counts = (torch.bincount(targets, minlength=n_classes).float() if targets.dim() == 1
               else targets.float().sum(0))
     return len(targets) / (n_classes * counts.clamp(min=1.0))
+
+
+def surrogate_loss(surrogate, fake, asked, recipe):
+    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
+    hidden and noised if the recipe says (a new draw per image and call)."""
+    seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
+    if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
+        seen = random_affine(seen, *recipe["surrogate_affine"])
+    if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
+        seen = random_cutout(seen, recipe["surrogate_cutout"])
+    if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
+        seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
+    return F.cross_entropy(surrogate(seen), asked)

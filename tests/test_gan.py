@@ -174,12 +174,12 @@ def test_the_surrogate_loss_teaches_g_the_requested_class():
     assert len(surrogate.seen) == 1  # weight 0: only the measurement above, never during training
 
 
-def first_surrogate_input(noise):
+def first_surrogate_input(noise, **overrides):
     """What the surrogate sees in G's first step, with the recipe's surrogate_noise set to `noise`."""
     surrogate = SpySurrogate().requires_grad_(False)
     torch.manual_seed(0)
     g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
-    recipe = dict(bfm.default_recipe(), batch_size=32, surrogate_translate=0, surrogate_noise=noise)
+    recipe = dict(bfm.default_recipe(), batch_size=32, surrogate_translate=0, surrogate_noise=noise, **overrides)
     opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     images, labels = aux(32, label=3)
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, surrogate=surrogate)
@@ -191,6 +191,15 @@ def test_the_surrogate_noise_is_added_to_gs_image_with_the_std_asked():
     assert clean.min() >= 0 and clean.max() <= 1  # no noise: G's image itself, as before the entry existed
     diff = noisy - clean  # the same G and the same image in both runs; only the noise differs
     assert abs(diff.std().item() - 0.3) < 0.015 and abs(diff.mean().item()) < 0.015
+
+
+def test_the_surrogate_cutout_hides_one_square_of_gs_image_and_leaves_the_rest():
+    clean, cut = first_surrogate_input(0.0), first_surrogate_input(0.0, surrogate_cutout=14)
+    changed = (cut != clean)[:, 0]  # (32, 28, 28); G's pixels are never exactly 0, so every hidden one changed
+    assert torch.equal(changed.sum((1, 2)), torch.full((32,), 14 * 14))
+    assert torch.all(cut[:, 0][changed] == 0)
+    assert torch.equal(changed.any(2).sum(1), torch.full((32,), 14))  # one square: 14 rows, 14 columns
+    assert torch.equal(changed.any(1).sum(1), torch.full((32,), 14))
 
 
 def squares(per_class, seed):
