@@ -25,6 +25,9 @@ def panel_title(run_dir):
     name = attack.get("variant") if "attack" in data else f"control {run_dir.name}"
     if "protocol" in data:
         name = f"{data['protocol']}, {name}"
+    config = next((c for c in (run_dir / "config.json", run_dir.parent.parent / "config.json") if c.is_file()), None)
+    if config is not None:  # a control's folder is RUN/controls/NAME: its run's seed
+        name = f"{name}, seed {json.loads(config.read_text())['seed']}"
     return (f"{name}: accuracy {attack['accuracy_by_evaluator']:.3f} (evaluator), "
             f"{attack['accuracy_by_target']:.3f} (target)\nFID_eval {attack['fid_evaluator']:.1f}, "
             f"KNN {attack['knn_dist']:.1f}")

@@ -173,6 +173,11 @@ def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
     proc = subprocess.run([sys.executable, str(script), finished, tmp_path, "--out", out], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "has no results.json" in proc.stderr and "Traceback" not in proc.stderr
+    sys.path.insert(0, str(script.parent))
+    import compare_grids
+    seed = json.loads((Path(finished) / "config.json").read_text())["seed"]
+    assert f", seed {seed}:" in compare_grids.panel_title(Path(finished))  # which run a panel shows
+    assert f", seed {seed}:" in compare_grids.panel_title(Path(finished) / "controls" / "mi_face")
 
 
 @pytest.mark.parametrize("protocol,k", [("disjoint", 5), ("letters", 10)])
