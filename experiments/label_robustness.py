@@ -5,13 +5,15 @@
 For each run (protocol `disjoint`) and each private class c, three sets of 100 images: G's samples
 requested as c (the run's fixed evaluation noise), real private test images of c, and aux images the
 API calls c. Each is sent to the API as it is, with Gaussian noise (std 0.3), rotated/rescaled (up to
-45 degrees, 20%), and both; a cell is the fraction still answered c. If G's samples keep their label
-as well as real images do, the labels carry no sign that they are not real members of c; if they
-lose it more often, an attacker who queries perturbed samples could tell. The experimenter's tool:
-it reads the private test images, which the attacker never does.
+45 degrees, 20%), both, and with a random 14 x 14 square hidden; a cell is the fraction still
+answered c. If G's samples keep their label as well as real images do, the labels carry no sign that
+they are not real members of c; if they lose it more often, an attacker who queries perturbed samples
+could tell. The experimenter's tool: it reads the private test images, which the attacker never does.
+`--ask surrogate`: the run's surrogate labels the copies instead of the API.
 """
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attacklab import data as data_lib, sampling  # noqa: E402
 from attacklab.api import PredictionAPI  # noqa: E402
-from attacklab.attack import load_generator  # noqa: E402
+from attacklab.attack import load_generator, load_surrogate  # noqa: E402
+from attacklab.classifiers import predict_labels  # noqa: E402
 from attacklab.evaluation import eval_requests  # noqa: E402
 from attacklab.protocols import PROTOCOLS  # noqa: E402
 from attacklab.provider import load_target  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
 
-PERTURBATIONS = ("none", "noise 0.3", "affine 45/0.2", "both")
+PERTURBATIONS = ("none", "noise 0.3", "affine 45/0.2", "both", "cutout 14")
 
 
 def perturb(x, kind, generator_seed):
@@ -36,6 +39,8 @@ def perturb(x, kind, generator_seed):
         x = data_lib.random_affine(x, 45, 0.2)
     if kind in ("noise 0.3", "both"):
         x = x + 0.3 * torch.randn_like(x)
+    if kind == "cutout 14":
+        x = data_lib.random_cutout(x, 14)
     return x.clamp(0, 1)
 
 
@@ -64,11 +69,17 @@ def image_sets(run, n=100):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="disjoint run folders (config.json, models/)")
+    p.add_argument("--ask", choices=("api", "surrogate"), default="api",
+                   help="who labels the perturbed copies: the API, or the run's own surrogate (default: api)")
     args = p.parse_args()
     print("| run | class | set | " + " | ".join(PERTURBATIONS) + " |")
     print("| --- | --- | --- |" + " --- |" * len(PERTURBATIONS))
     for run in args.runs:
         sets, api = image_sets(run)
+        if args.ask == "surrogate":  # the attacker's model of the API, which G was trained against
+            members = load_run_config(run, "label_robustness.py")["recipe"]["surrogate_models"]
+            surrogate, _ = load_surrogate(Path(run) / "models" / "surrogate.pt", "cpu", len(sets["G"]), members)
+            api = partial(predict_labels, surrogate)
         for c in sets["G"]:
             for name, by_class in sets.items():
                 x = by_class[c]
