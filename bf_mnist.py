@@ -195,15 +195,12 @@ _RECIPE_ROWS = [
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
 # surrogate also sees G's image plus noise: G must draw images that stay c when perturbed, far from the
 # boundaries where 5-9 shapes lie, and rotated (up to 45 degrees) and rescaled (up to 20%): G must draw
-# a shape that stays c from any of those views, and with a random 14 x 14 square hidden: every part of the
-# image must say c, not one part of a 5-9 shape (a 5's lower bowl says "3"); its learning rates decay per
-# step, not per epoch (with one epoch, per epoch means no decay at all; docs/disjoint.md). Letters keep what
-# they were measured with.
+# a shape that stays c from any of those views; its learning rates decay per step, not per epoch (with
+# one epoch, per epoch means no decay at all; docs/disjoint.md). Letters keep what they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
 PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3,
-                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2],
-                                             "surrogate_cutout": 14},
+                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2]},
                    "letters": _FOREIGN_AUX}
 VARIANTS = ("corrected", "blog")
 

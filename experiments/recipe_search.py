@@ -44,7 +44,7 @@ _SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "s
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
-_AFFINE45 = _STEP + ["surrogate_affine=[45, 0.2]"]  # the default before cutout14
+_AFFINE45 = _STEP + ["surrogate_affine=[45, 0.2]"]  # the default
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
@@ -78,7 +78,7 @@ DISJOINT_ROWS = {
                _STEP + ["surrogate_affine=[15, 0.1]"]),
     "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
                  _STEP + ["surrogate_affine=[30, 0.15]"]),
-    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20% (the default before cutout14)",
+    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%: the default",
                  _AFFINE45),
     "affine60": ("step_decay, rotated by up to 60 degrees and scaled by up to 25%",
                  _STEP + ["surrogate_affine=[60, 0.25]"]),
@@ -92,7 +92,7 @@ DISJOINT_ROWS = {
     "affine45_patch12": ("affine45, the MMD compares random 12 x 12 patches", _AFFINE45 + ["mmd_patch=12"]),
     "affine45_cutout10": ("affine45, a random 10 x 10 square of what the surrogate sees is hidden",
                           _AFFINE45 + ["surrogate_cutout=10"]),
-    "affine45_cutout14": ("affine45, a random 14 x 14 square hidden: the default", _AFFINE45 + ["surrogate_cutout=14"]),
+    "affine45_cutout14": ("affine45, a random 14 x 14 square hidden", _AFFINE45 + ["surrogate_cutout=14"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }
