@@ -62,7 +62,8 @@ def main():
         cells, lows = [], []
         for runs in by_eval.values():
             rows = [row_of(r, key) for r in runs.values() if row_of(r, key) is not None]
-            cells.append(mean_std([m["accuracy_by_evaluator"] for m in rows]) if rows else "—")
+            fewer = f" ({len(rows)} of {len(runs)} seeds)" if 0 < len(rows) < len(runs) else ""  # no such control
+            cells.append(mean_std([m["accuracy_by_evaluator"] for m in rows]) + fewer if rows else "—")
             per_class = [min(m["per_class_accuracy_by_evaluator"]) for m in rows
                          if "per_class_accuracy_by_evaluator" in m]
             lows.append(f"{min(per_class):.2f}" if per_class else "—")
