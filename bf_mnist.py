@@ -345,8 +345,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
 
 
 def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None, noise=None):
-    """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
-    + surrogate_weight * CE(surrogate(G(z, y)), y) + mode_seeking * the mode-seeking term, y = asked."""
+    """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y)) (of random
+    k x k patches when mmd_patch = k > 0) + surrogate_weight * CE(surrogate(G(z, y)), y) + mode_seeking * the
+    mode-seeking term, y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
     a, b, la, lb = real, fake, labels if same else labels * 0, asked if same else asked * 0
     if recipe["mmd_patch"] > 0:  # compare local k x k patches (strokes), not whole images (which digit)

@@ -24,7 +24,7 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
 
 
 def patches(images, labels, size, count, generator=None):
-    """`count` random size x size patches (stride size // 2) of a batch (N, 1, H, W): (count, size * size), their labels."""
+    """`count` random size x size patches (stride size // 2) of a batch (N, 1, H, W): (count, size²), their labels."""
     cols = F.unfold(images, size, stride=max(1, size // 2))  # (N, size * size, P)
     flat = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (N * P, size * size)
     flat_labels = labels.repeat_interleave(cols.shape[2])
