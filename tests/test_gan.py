@@ -175,7 +175,7 @@ def test_the_surrogate_loss_teaches_g_the_requested_class():
 
 
 def first_surrogate_input(noise, **overrides):
-    """What the surrogate sees in G's first step, with the recipe's surrogate_noise set to `noise`."""
+    """What the surrogate sees in G's first step, with the recipe's surrogate_noise set to `noise` (and `overrides`)."""
     surrogate = SpySurrogate().requires_grad_(False)
     torch.manual_seed(0)
     g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
