@@ -45,7 +45,7 @@ def perturb(x, kind, generator_seed):
 
 
 def image_sets(run, n=100):
-    """{set name: {class: images (n, 1, 28, 28) in [0, 1]}} and the API of one run."""
+    """{set name: {class: images (n, 1, 28, 28) in [0, 1]}}, the API and the config of one run."""
     cfg = load_run_config(run, "label_robustness.py")  # checked, and read where the folder is now
     flags = cfg["flags"]
     protocol = PROTOCOLS[flags["protocol"]]
@@ -63,7 +63,7 @@ def image_sets(run, n=100):
         sets["G"][c] = fakes[requested == c][:n]
         sets["real"][c] = data_lib.to_unit(test_x[test_y == c][:n])
         sets["aux"][c] = aux_x[aux_answer == c][:n]
-    return sets, api
+    return sets, api, cfg
 
 
 def main():
@@ -75,10 +75,10 @@ def main():
     print("| run | class | set | " + " | ".join(PERTURBATIONS) + " |")
     print("| --- | --- | --- |" + " --- |" * len(PERTURBATIONS))
     for run in args.runs:
-        sets, api = image_sets(run)
+        sets, api, cfg = image_sets(run)
         if args.ask == "surrogate":  # the attacker's model of the API, which G was trained against
-            members = load_run_config(run, "label_robustness.py")["recipe"]["surrogate_models"]
-            surrogate, _ = load_surrogate(Path(run) / "models" / "surrogate.pt", "cpu", len(sets["G"]), members)
+            surrogate, _ = load_surrogate(Path(run) / "models" / "surrogate.pt", "cpu", len(sets["G"]),
+                                          cfg["recipe"]["surrogate_models"])
             api = partial(predict_labels, surrogate)
         for c in sets["G"]:
             for name, by_class in sets.items():
