@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
-from attacklab.losses import class_weights, conditional_mmd2, mode_seeking_loss, patches, surrogate_loss
+from attacklab.losses import (class_weights, conditional_mmd2, mode_seeking_loss, patches, per_class_mmd2,
+                              surrogate_loss)
 from attacklab.runtime import progress, seeded_fork
 from attacklab.sampling import update_average
 
@@ -57,12 +58,13 @@ class TargetModel(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]."""
+    """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]; slots > 1: z picks a drawing."""
 
-    def __init__(self, input_dim=100, base_channel=32, n_classes=N_CLASSES, label_dim=1000):
+    def __init__(self, input_dim=100, base_channel=32, n_classes=N_CLASSES, label_dim=1000, slots=1, slot_offset=0):
         super().__init__()
         c = base_channel
         self.base_channel = base_channel
+        self.slots, self.slot_offset = slots, slot_offset
         self.block1 = nn.Sequential(
             nn.ConvTranspose2d(input_dim, c, 4, 1, 0, bias=False),  # (c, 4, 4)
             nn.BatchNorm2d(c),
@@ -82,6 +84,9 @@ class Generator(nn.Module):
         )
 
     def forward(self, z, y_onehot):
+        if self.slots > 1:  # slot k: the largest of z's first `slots` entries; y gets a 1 at slot_offset + k too
+            k = z.flatten(1)[:, :self.slots].argmax(1)
+            y_onehot = y_onehot.flatten(1) + F.one_hot(self.slot_offset + k, y_onehot.shape[1]).to(y_onehot.dtype)
         h = self.block1(z).flatten(1)  # (c*16,)
         e = self.block2(y_onehot.flatten(1))  # (1000,)
         h = self.concat_block(torch.cat([h, e], dim=1))  # (c*16,)
@@ -173,6 +178,7 @@ _RECIPE_ROWS = [
     ("mmd_scales",              None,                [0.1, 0.3, 1.0, 3.0]),
     ("mmd_linear",              0.0,                 1.0),
     ("mmd_patch",               0,                   0),       # > 0: the MMD compares random k x k patches
+    ("mmd_per_class",           False,               False),   # each asked class's fakes against the whole real batch
     ("translate",               0,                   3),       # DiffAugment shift of what D sees, px
     ("surrogate_weight",        0.0,                 1.0),     # the surrogate's cross-entropy for G
     ("surrogate_epochs",        0,                   3),
@@ -181,6 +187,8 @@ _RECIPE_ROWS = [
     ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
     ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
+    ("surrogate_cutout_share",  1.0,                 1.0),     # the share of G's images that get the square
+    ("surrogate_floor",         0.0,                 0.0),     # per image: no push once its cross-entropy is below
     ("surrogate_balance",       False,               False),   # surrogate's loss weighted by 1 / API label frequency
     ("mode_seeking",            0.0,                 0.0),     # weight of MSGAN's term: two noises, two images
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
@@ -189,6 +197,7 @@ _RECIPE_ROWS = [
     ("refit_queries",           0,                   0),       # per epoch: G's samples sent to the API, then...
     ("refit_epochs",            0,                   0),       # ... the surrogate refitted on aux + them, epochs
     ("g_average",               0.0,                 0.0),     # > 0: the attack's G is G's running average, this decay
+    ("g_slots",                 1,                   1),       # drawings per class, picked by z (Generator's slots)
 ]
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
 # classes, an image the API calls c is not a c: D and the MMD judge realism only, G is asked for every
@@ -352,7 +361,10 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
     a, b, la, lb = real, fake, labels if same else labels * 0, asked if same else asked * 0
     if recipe["mmd_patch"] > 0:  # compare local k x k patches (strokes), not whole images (which digit)
         (a, la), (b, lb) = (patches(x, y, recipe["mmd_patch"], 8 * len(x)) for x, y in ((a, la), (b, lb)))
-    loss = recipe["mmd_weight"] * conditional_mmd2(a, b, la, lb, recipe["mmd_scales"], recipe["mmd_linear"])
+    # mmd_per_class: each class's images against the whole real batch, so no class can be drawn as one shape
+    loss = recipe["mmd_weight"] * (per_class_mmd2(a, b, asked, recipe["mmd_scales"], recipe["mmd_linear"])
+                                   if recipe["mmd_per_class"] and not same else
+                                   conditional_mmd2(a, b, la, lb, recipe["mmd_scales"], recipe["mmd_linear"]))
     if recipe["adv_weight"] > 0:
         seen_by_d = translate(fake, recipe["translate"])
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)

@@ -81,11 +81,16 @@ def targets_from(answers):
     return answers.float() / answers.float().sum(1, keepdim=True).clamp(min=1e-12)
 
 
+def new_generator(cfg):
+    """The run's G, untrained: its noise size, and its slots after the API's classes (recipe g_slots)."""
+    return bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"], slots=cfg["recipe"]["g_slots"],
+                         slot_offset=n_classes(cfg))
+
+
 def _build_gan(cfg, device):
     """G, D, their optimizers, and the G the attack outputs (G's running average, or G itself); seeded by seed + 1."""
-    nz = cfg["flags"]["dim_initial_vec"]
     set_seed(cfg["seed"] + 1)
-    g, d = bfm.Generator(input_dim=nz).to(device), bfm.Discriminator().to(device)
+    g, d = new_generator(cfg).to(device), bfm.Discriminator().to(device)
     g_out = copy.deepcopy(g).requires_grad_(False) if cfg["recipe"]["g_average"] > 0 else g
     return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"]), g_out
 
@@ -221,7 +226,7 @@ def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):
 
 def load_generator(cfg, path, device):
     """G from a run's gan_last.pt: (g on device, the checkpoint)."""
-    g, ckpt = load_model(bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"]), path, "gan", "--evaluate", key="g")
+    g, ckpt = load_model(new_generator(cfg), path, "gan", "--evaluate", key="g")
     return g.to(device), ckpt
 
 

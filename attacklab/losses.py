@@ -23,6 +23,21 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
+def per_class_mmd2(real, fake, asked, scales, linear=0.0):
+    """Sum over the asked classes c of (share of c) * MMD^2(real batch, G's images of class c), labels ignored.
+
+    Each class's samples are compared with the whole real batch, so a class drawn as one shape is as far
+    from it as a collapsed G is; the set MMD (all of G's batch at once) lets five classes be five shapes.
+    """
+    loss = fake.new_zeros(())
+    for c in asked.unique():
+        mine = fake[asked == c]  # (n_c, 1, H, W)
+        same = torch.zeros(len(real) + len(mine), dtype=torch.long, device=real.device)
+        loss = loss + len(mine) / len(fake) * conditional_mmd2(real, mine, same[:len(real)], same[len(real):],
+                                                               scales, linear)
+    return loss
+
+
 def patches(images, labels, size, count, generator=None):
     """`count` random size x size patches (stride size // 2) of a batch (N, 1, H, W): (count, size²), their labels."""
     cols = F.unfold(images, size, stride=max(1, size // 2))  # (N, size * size, P)
@@ -61,7 +76,13 @@ def surrogate_loss(surrogate, fake, asked, recipe):
     if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
         seen = random_affine(seen, *recipe["surrogate_affine"])
     if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
-        seen = random_cutout(seen, recipe["surrogate_cutout"])
+        cut = random_cutout(seen, recipe["surrogate_cutout"])
+        share = recipe["surrogate_cutout_share"]  # < 1: only that share of the images (drawn anew each call)
+        seen = cut if share >= 1 else torch.where(torch.rand(len(seen), 1, 1, 1, device=seen.device) < share, cut, seen)
     if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
-    return F.cross_entropy(surrogate(seen), asked)
+    if recipe["surrogate_floor"] == 0:
+        return F.cross_entropy(surrogate(seen), asked)
+    # an image already that sure of c is not pushed further (the rest of G's loss shapes it)
+    per_image = F.cross_entropy(surrogate(seen), asked, reduction="none")  # (N,)
+    return (per_image - recipe["surrogate_floor"]).clamp(min=0).mean()

@@ -40,7 +40,7 @@ ROWS = {
 # The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe
 # (main.py starts from today's disjoint default, so every entry that default changes is set back first);
 # the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
-_SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "surrogate_cutout=0"]
+_SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "surrogate_cutout=0", "mmd_per_class=false", "g_slots=1", "surrogate_floor=0", "surrogate_cutout_share=1"]
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
@@ -90,6 +90,17 @@ DISJOINT_ROWS = {
     "affine45_cutout10": ("affine45, a random 10 x 10 square of what the surrogate sees is hidden",
                           _AFFINE45 + ["surrogate_cutout=10"]),
     "affine45_cutout14": ("affine45, a random 14 x 14 square hidden", _AFFINE45 + ["surrogate_cutout=14"]),
+    "affine45_mmdclass": ("affine45, the MMD compares each class G was asked for with the whole aux batch",
+                          _AFFINE45 + ["mmd_per_class=true"]),
+    "affine45_mmdclass_coarse": ("affine45_mmdclass, kernel scales 1 and 3 only (shapes apart, not pixels)",
+                                 _AFFINE45 + ["mmd_per_class=true", "mmd_scales=[1.0, 3.0]"]),
+    "affine45_slots5": ("affine45, G draws each class in 5 ways (slots), the noise picks which",
+                        _AFFINE45 + ["g_slots=5"]),
+    "affine45_slots3": ("affine45, 3 slots per class", _AFFINE45 + ["g_slots=3"]),
+    "affine45_floor0.3": ("affine45, an image whose surrogate cross-entropy is below 0.3 is not pushed further",
+                          _AFFINE45 + ["surrogate_floor=0.3"]),
+    "affine45_cutout14_half": ("affine45_cutout14, the square hidden in half of G's images (a new draw each step)",
+                               _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_share=0.5"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }

@@ -193,6 +193,24 @@ def test_the_surrogate_noise_is_added_to_gs_image_with_the_std_asked():
     assert abs(diff.std().item() - 0.3) < 0.015 and abs(diff.mean().item()) < 0.015
 
 
+def test_the_surrogate_floor_stops_pushing_only_the_images_already_that_sure():
+    torch.manual_seed(0)
+    surrogate = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 5)).requires_grad_(False)
+    fake = (torch.rand(16, 1, 28, 28) * 2 - 1).requires_grad_(True)
+    recipe = dict(bfm.default_recipe(), surrogate_translate=0)
+    per_image = nn.functional.cross_entropy(surrogate((fake.detach() + 1) / 2), torch.zeros(16, dtype=torch.long),
+                                            reduction="none")
+    floor = per_image.sort().values[7:9].mean().item()  # half of the images are surer of class 0 than this
+    grads = []
+    for value in (0.0, floor):
+        fake.grad = None
+        bfm.surrogate_loss(surrogate, fake, torch.zeros(16, dtype=torch.long), dict(recipe, surrogate_floor=value)).backward()
+        grads.append(fake.grad.flatten(1).abs().sum(1))
+    sure = per_image < floor
+    assert sure.sum() == 8 and (grads[1][sure] == 0).all() and (grads[0][sure] > 0).all()
+    assert torch.allclose(grads[1][~sure], grads[0][~sure])  # the others are pushed exactly as without a floor
+
+
 def test_the_surrogate_cutout_hides_one_square_of_gs_image_and_leaves_the_rest():
     clean, cut = first_surrogate_input(0.0), first_surrogate_input(0.0, surrogate_cutout=14)
     changed = (cut != clean)[:, 0]  # (32, 28, 28); G's pixels are never exactly 0, so every hidden one changed
@@ -200,6 +218,14 @@ def test_the_surrogate_cutout_hides_one_square_of_gs_image_and_leaves_the_rest()
     assert torch.all(cut[:, 0][changed] == 0)
     assert torch.equal(changed.any(2).sum(1), torch.full((32,), 14))  # one square: 14 rows, 14 columns
     assert torch.equal(changed.any(1).sum(1), torch.full((32,), 14))
+
+
+def test_a_cutout_share_hides_the_square_in_that_share_of_gs_images_only():
+    clean = first_surrogate_input(0.0)
+    half = first_surrogate_input(0.0, surrogate_cutout=14, surrogate_cutout_share=0.5)
+    hidden = (half != clean)[:, 0].sum((1, 2))  # (32,): pixels changed per image
+    assert set(hidden.tolist()) == {0, 14 * 14}  # an image gets the whole square or none of it
+    assert 8 <= (hidden > 0).sum() <= 24  # about half of 32
 
 
 def squares(per_class, seed):
@@ -348,6 +374,24 @@ def test_the_patch_mmd_ignores_where_strokes_are_and_the_whole_image_mmd_does_no
     whole = bfm.corrected_g_loss(None, moved, real, labels, labels, None, recipe)
     local = bfm.corrected_g_loss(None, moved, real, labels, labels, None, dict(recipe, mmd_patch=8))
     assert whole > 0.2 * recipe["mmd_weight"] and local < 0.1 * whole
+
+
+def test_the_per_class_mmd_sees_a_class_drawn_as_one_shape_that_the_set_mmd_lets_pass():
+    torch.manual_seed(0)
+    real = torch.rand(60, 1, 28, 28) * 2 - 1
+    asked = torch.arange(60) % 5
+    one_shape = real[asked]  # class c is real image c, repeated: five shapes in all
+    recipe = dict(bfm.default_recipe(), mmd_conditional=False, adv_weight=0)
+    loss = {(per_class, name): bfm.corrected_g_loss(None, fake, real, asked, asked, None,
+                                                    dict(recipe, mmd_per_class=per_class)).item()
+            for per_class in (False, True) for name, fake in (("varied", real), ("one shape", one_shape))}
+    # both call the varied batch (the real one, classes dealt out in turn) close to the real batch ...
+    assert loss[True, "varied"] < 0.25 * loss[True, "one shape"]
+    # ... but only the per-class MMD finds each class's collapse several times worse than the set of five shapes
+    assert loss[True, "one shape"] > 3 * loss[False, "one shape"]
+    # a class's samples are compared with the whole batch: relabelling the classes changes nothing
+    renamed = bfm.corrected_g_loss(None, one_shape, real, asked, (asked + 2) % 5, None, dict(recipe, mmd_per_class=True))
+    assert renamed.item() == pytest.approx(loss[True, "one shape"], rel=1e-5)
 
 
 def test_class_weights_make_every_class_count_equally_for_labels_and_soft_targets():

@@ -213,6 +213,12 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "surrogate_models=0"], "whole number >= 1"),
                                             (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
                                             (["--recipe", "mmd_patch=2.5"], "from 0 (whole images) to 28"),
+                                            (["--recipe", "mmd_per_class=1"], "true or false"),
+                                            (["--recipe", "mmd_per_class=true", "mmd_patch=8"], "drop mmd_patch"),
+                                            (["--recipe", "surrogate_cutout_share=0"], "in (0, 1]"),
+                                            (["--recipe", "surrogate_floor=-1"], "not pushed, >= 0"),
+                                            (["--recipe", "g_slots=2"], "leaves 0 of G's label inputs"),
+                                            (["--protocol", "disjoint", "--recipe", "g_slots=6"], "from 1 to 5"),
                                             (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
