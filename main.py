@@ -165,7 +165,8 @@ def recipe_for(args):
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    error = recipe_error(recipe, free_inputs=bfm.N_CLASSES - PROTOCOLS[args.protocol].n_classes)
+    free_inputs = bfm.N_CLASSES - PROTOCOLS[args.protocol].n_classes  # G's label inputs no class uses
+    error = recipe_error(recipe, free_inputs)
     if error:
         raise UserError(error)
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":

@@ -40,7 +40,8 @@ ROWS = {
 # The disjoint protocol (docs/disjoint.md): each row gives every entry it changes from the `same` recipe
 # (main.py starts from today's disjoint default, so every entry that default changes is set back first);
 # the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
-_SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "surrogate_cutout=0", "mmd_per_class=false", "g_slots=1", "surrogate_floor=0", "surrogate_cutout_share=1"]
+_SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "surrogate_cutout=0",
+         "mmd_per_class=false", "g_slots=1", "surrogate_floor=0", "surrogate_cutout_share=1"]
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
@@ -96,7 +97,6 @@ DISJOINT_ROWS = {
                                  _AFFINE45 + ["mmd_per_class=true", "mmd_scales=[1.0, 3.0]"]),
     "affine45_slots5": ("affine45, G draws each class in 5 ways (slots), the noise picks which",
                         _AFFINE45 + ["g_slots=5"]),
-    "affine45_slots3": ("affine45, 3 slots per class", _AFFINE45 + ["g_slots=3"]),
     "affine45_floor0.3": ("affine45, an image whose surrogate cross-entropy is below 0.3 is not pushed further",
                           _AFFINE45 + ["surrogate_floor=0.3"]),
     "affine45_cutout14_half": ("affine45_cutout14, the square hidden in half of G's images (a new draw each step)",

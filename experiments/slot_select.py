@@ -50,8 +50,8 @@ def select(run, keep, evaluator_seeds):
               for s in evaluator_seeds}
     out = {}
     for c in range(n_classes(cfg)):
-        drawn = [sampling.generator_images(g, torch.full((100,), c), slot_noise(k, slots, cfg["flags"]["dim_initial_vec"]))
-                 for k in range(slots)]
+        noises = [slot_noise(k, slots, cfg["flags"]["dim_initial_vec"]) for k in range(slots)]
+        drawn = [sampling.generator_images(g, torch.full((100,), c), z) for z in noises]
         distance = [nearest_distance(x, aux_images).mean().item() for x in drawn]
         kept = sorted(range(slots), key=lambda k: -distance[k])[:keep]
         scores = {}

@@ -37,7 +37,8 @@ def slot_rows(run, evaluator_seed):
         raise UserError(f"{run}: its G has one drawing per class (g_slots=1); pass a run made with g_slots > 1")
     g, _ = load_generator(cfg, Path(run) / "models" / "gan_last.pt", "cpu")
     private = PROTOCOLS[cfg["flags"]["protocol"]].private_classes
-    evaluator = evaluator_stage(cfg["flags"], load_data(cfg["flags"]["data_dir"]), "cpu", private, evaluator_seed)[0].model
+    data = load_data(cfg["flags"]["data_dir"])
+    evaluator = evaluator_stage(cfg["flags"], data, "cpu", private, evaluator_seed)[0].model
     rows = {}
     for c in range(n_classes(cfg)):
         rows[c] = []

@@ -204,7 +204,8 @@ def test_the_surrogate_floor_stops_pushing_only_the_images_already_that_sure():
     grads = []
     for value in (0.0, floor):
         fake.grad = None
-        bfm.surrogate_loss(surrogate, fake, torch.zeros(16, dtype=torch.long), dict(recipe, surrogate_floor=value)).backward()
+        asked = torch.zeros(16, dtype=torch.long)
+        bfm.surrogate_loss(surrogate, fake, asked, dict(recipe, surrogate_floor=value)).backward()
         grads.append(fake.grad.flatten(1).abs().sum(1))
     sure = per_image < floor
     assert sure.sum() == 8 and (grads[1][sure] == 0).all() and (grads[0][sure] > 0).all()
@@ -390,7 +391,8 @@ def test_the_per_class_mmd_sees_a_class_drawn_as_one_shape_that_the_set_mmd_lets
     # ... but only the per-class MMD finds each class's collapse several times worse than the set of five shapes
     assert loss[True, "one shape"] > 3 * loss[False, "one shape"]
     # a class's samples are compared with the whole batch: relabelling the classes changes nothing
-    renamed = bfm.corrected_g_loss(None, one_shape, real, asked, (asked + 2) % 5, None, dict(recipe, mmd_per_class=True))
+    renamed = bfm.corrected_g_loss(None, one_shape, real, asked, (asked + 2) % 5, None,
+                                   dict(recipe, mmd_per_class=True))
     assert renamed.item() == pytest.approx(loss[True, "one shape"], rel=1e-5)
 
 
