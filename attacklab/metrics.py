@@ -60,13 +60,18 @@ def knn_distance(gen_feats, gen_labels, ref_feats, ref_labels):
     return torch.cat(mins).mean().item()
 
 
-def nearest_distance(gen_feats, ref_feats, chunk=2000):
-    """Mean over generated samples of the smallest squared L2 distance to any reference sample (any class)."""
+def nearest_distances(gen_feats, ref_feats, chunk=2000):
+    """For each generated sample (n, d), the L2 distance to the nearest reference sample (any class): (n,) float64."""
     g = gen_feats.double()
     best = torch.full((len(g),), float("inf"), dtype=torch.float64)
     for i in range(0, len(ref_feats), chunk):
         best = torch.minimum(best, torch.cdist(g, ref_feats[i:i + chunk].double()).min(1).values)
-    return best.pow(2).mean().item()
+    return best
+
+
+def nearest_distance(gen_feats, ref_feats, chunk=2000):
+    """Mean over generated samples of the smallest squared L2 distance to any reference sample (any class)."""
+    return nearest_distances(gen_feats, ref_feats, chunk).pow(2).mean().item()
 
 
 def scalar_metrics(m):

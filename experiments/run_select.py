@@ -15,18 +15,16 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attacklab import sampling  # noqa: E402
 from attacklab.attack import load_generator, n_classes  # noqa: E402
 from attacklab.classifiers import predict_labels  # noqa: E402
-from attacklab.data import load_data  # noqa: E402
+from attacklab.data import load_data, to_unit  # noqa: E402
 from attacklab.evaluation import eval_requests, evaluator_stage  # noqa: E402
 from attacklab.protocols import PROTOCOLS  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
 from attacklab.runtime import UserError  # noqa: E402
-from slot_select import nearest_distance  # noqa: E402
+from slot_select import aux_distance  # noqa: E402
 
 
 def class_scores(runs, evaluator_seeds, n=100):
@@ -39,7 +37,7 @@ def class_scores(runs, evaluator_seeds, n=100):
     flags = configs[0]["flags"]
     data = load_data(flags["data_dir"])
     protocol = PROTOCOLS[flags["protocol"]]
-    aux_images, _ = protocol.aux(data, flags)
+    aux_pixels = to_unit(protocol.aux(data, flags)[0]).flatten(1)  # (N, 784)
     judges = {s: evaluator_stage(flags, data, "cpu", protocol.private_classes, s)[0].model for s in evaluator_seeds}
     out = {}
     for run, cfg in zip(runs, configs):
@@ -50,7 +48,7 @@ def class_scores(runs, evaluator_seeds, n=100):
         for c in range(n_classes(cfg)):
             mine = images[requested == c][:n]
             accuracy = {s: (predict_labels(j, mine) == c).float().mean().item() for s, j in judges.items()}
-            out[run].append((nearest_distance(mine, aux_images).mean().item(), accuracy))
+            out[run].append((aux_distance(mine, aux_pixels), accuracy))
     return out
 
 

@@ -13,27 +13,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from attacklab import sampling  # noqa: E402
 from attacklab.attack import load_generator, n_classes  # noqa: E402
 from attacklab.classifiers import predict_labels  # noqa: E402
 from attacklab.data import load_data, to_unit  # noqa: E402
 from attacklab.evaluation import evaluator_stage  # noqa: E402
+from attacklab.metrics import nearest_distances  # noqa: E402
 from attacklab.protocols import PROTOCOLS  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
 from attacklab.runtime import UserError  # noqa: E402
-from slot_table import slot_noise  # noqa: E402
+from slot_table import slot_images, slot_noise  # noqa: E402
 
 
-def nearest_distance(images, aux, chunk=4096):
-    """For each image (n, 1, 28, 28) in [0, 1], the L2 pixel distance to the nearest aux image."""
-    flat = images.flatten(1)
-    best = torch.full((len(flat),), float("inf"))
-    for i in range(0, len(aux), chunk):
-        best = torch.minimum(best, torch.cdist(flat, to_unit(aux[i:i + chunk]).flatten(1)).min(1).values)
-    return best
+def aux_distance(images, aux_pixels):
+    """Mean over images (n, 1, 28, 28) in [0, 1] of the L2 pixel distance to the nearest aux image (N, 784)."""
+    return nearest_distances(images.flatten(1), aux_pixels).mean().item()
 
 
 def select(run, keep, evaluator_seeds):
@@ -44,15 +38,15 @@ def select(run, keep, evaluator_seeds):
         raise UserError(f"{run}: --keep {keep} must be from 1 to {slots - 1} (its G has g_slots={slots})")
     data = load_data(cfg["flags"]["data_dir"])
     protocol = PROTOCOLS[cfg["flags"]["protocol"]]
-    aux_images, _ = protocol.aux(data, cfg["flags"])
+    aux_pixels = to_unit(protocol.aux(data, cfg["flags"])[0]).flatten(1)  # (N, 784)
     g, _ = load_generator(cfg, Path(run) / "models" / "gan_last.pt", "cpu")
     judges = {s: evaluator_stage(cfg["flags"], data, "cpu", protocol.private_classes, s)[0].model
               for s in evaluator_seeds}
+    noises = [slot_noise(k, slots, cfg["flags"]["dim_initial_vec"]) for k in range(slots)]
     out = {}
     for c in range(n_classes(cfg)):
-        noises = [slot_noise(k, slots, cfg["flags"]["dim_initial_vec"]) for k in range(slots)]
-        drawn = [sampling.generator_images(g, torch.full((100,), c), z) for z in noises]
-        distance = [nearest_distance(x, aux_images).mean().item() for x in drawn]
+        drawn = slot_images(g, c, noises)
+        distance = [aux_distance(x, aux_pixels) for x in drawn]
         kept = sorted(range(slots), key=lambda k: -distance[k])[:keep]
         scores = {}
         for s, judge in judges.items():

@@ -29,6 +29,11 @@ def slot_noise(slot, slots, nz, n=100, seed=0):
     return z[z[:, :slots, 0, 0].argmax(1) == slot][:n]
 
 
+def slot_images(g, c, noises):
+    """G's images of class c in [0, 1], one batch per slot's noises: [(n, 1, 28, 28) per slot]."""
+    return [sampling.generator_images(g, torch.full((len(z),), c), z) for z in noises]
+
+
 def slot_rows(run, evaluator_seed):
     """{class: [(share read as the class, digit read most often) per slot]} for one run."""
     cfg = load_run_config(run, "slot_table.py")
@@ -39,12 +44,12 @@ def slot_rows(run, evaluator_seed):
     private = PROTOCOLS[cfg["flags"]["protocol"]].private_classes
     data = load_data(cfg["flags"]["data_dir"])
     evaluator = evaluator_stage(cfg["flags"], data, "cpu", private, evaluator_seed)[0].model
+    noises = [slot_noise(k, slots, cfg["flags"]["dim_initial_vec"]) for k in range(slots)]
     rows = {}
     for c in range(n_classes(cfg)):
         rows[c] = []
-        for k in range(slots):
-            z = slot_noise(k, slots, cfg["flags"]["dim_initial_vec"])
-            read = predict_labels(evaluator, sampling.generator_images(g, torch.full((len(z),), c), z))
+        for images in slot_images(g, c, noises):
+            read = predict_labels(evaluator, images)
             rows[c].append(((read == c).float().mean().item(), read.mode().values.item()))
     return rows
 
