@@ -188,6 +188,7 @@ _RECIPE_ROWS = [
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
     ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
     ("surrogate_cutout_share",  1.0,                 1.0),     # the share of G's images that get the square
+    ("surrogate_cutout_until",  1.0,                 1.0),     # the square only before this share of all steps
     ("surrogate_floor",         0.0,                 0.0),     # per image: no push once its cross-entropy is below
     ("surrogate_balance",       False,               False),   # surrogate's loss weighted by 1 / API label frequency
     ("mode_seeking",            0.0,                 0.0),     # weight of MSGAN's term: two noises, two images
@@ -307,12 +308,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
                         max_batches=None, g_average=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
-    Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the
-    aux batch, on randomly translated images (DiffAugment). G minimises adv_weight * the GAN loss +
-    mmd_weight * a class-conditional MMD to the real batch (a digit-shaped signal from the first
-    step) + surrogate_weight * the surrogate's cross-entropy for y (the class signal). recipe["epoch"]
-    and recipe["epochs"] say where this epoch is (for a per-step learning-rate decay); g_average, G's
-    running average, is updated after each G step.
+    Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the aux
+    batch, on randomly translated images (DiffAugment). G minimises corrected_g_loss, told where training
+    is (recipe's epoch/epochs, and step/steps); g_average, G's running average, is updated after each G step.
     """
     g.train()
     d.train()
@@ -343,7 +341,8 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         # G step: minimise corrected_g_loss
         z = torch.randn(n, nz, 1, 1, device=device)
         fake = g(z, y)
-        loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], recipe, surrogate, z)
+        loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], dict(recipe, step=step, steps=len(batches)),
+                                  surrogate, z)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -62,6 +62,8 @@ RECIPE_CHECKS = {
                          "the hidden square's side in pixels, a whole number from 0 (none) to 28"),
     "surrogate_cutout_share": (lambda v: _number(v) and 0 < v <= 1,
                                "the share of images with a square hidden, in (0, 1]"),
+    "surrogate_cutout_until": (lambda v: _number(v) and 0 < v <= 1,
+                               "the share of the GAN's steps with a square hidden, in (0, 1] (1: all of them)"),
     "surrogate_balance": (lambda v: isinstance(v, bool), "write true or false"),
     "g_slots": (lambda v: _number(v) and isinstance(v, int) and 1 <= v <= 5,
                 "drawings per class, a whole number from 1 to 5 (the slots sit after the classes in G's 10 inputs)"),

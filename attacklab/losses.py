@@ -69,13 +69,20 @@ def class_weights(targets, n_classes):
     return len(targets) / (n_classes * counts.clamp(min=1.0))
 
 
+def training_done(recipe):
+    """The share of all GAN steps done before this one, from the recipe's epoch/epochs and step/steps."""
+    epoch, epochs = recipe.get("epoch", 1), recipe.get("epochs", 1)
+    return (epoch - 1 + recipe.get("step", 0) / recipe.get("steps", 1)) / epochs
+
+
 def surrogate_loss(surrogate, fake, asked, recipe):
     """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
     hidden and noised if the recipe says (a new draw per image and call)."""
     seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
     if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
         seen = random_affine(seen, *recipe["surrogate_affine"])
-    if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
+    if recipe["surrogate_cutout"] > 0 and training_done(recipe) < recipe["surrogate_cutout_until"]:
+        # G must hold class c with any part hidden: every part must say c
         cut = random_cutout(seen, recipe["surrogate_cutout"])
         share = recipe["surrogate_cutout_share"]  # < 1: only that share of the images (drawn anew each call)
         seen = cut if share >= 1 else torch.where(torch.rand(len(seen), 1, 1, 1, device=seen.device) < share, cut, seen)

@@ -98,7 +98,7 @@ def upgrade_recipe(recipe, variant, protocol="same"):
     for key, off in (("surrogate_noise", 0.0), ("g_average", 0.0), ("surrogate_balance", False), ("mode_seeking", 0.0),
                      ("surrogate_models", 1), ("surrogate_affine", [0, 0.0]), ("mmd_patch", 0),
                      ("surrogate_cutout", 0), ("mmd_per_class", False), ("g_slots", 1), ("surrogate_floor", 0.0),
-                     ("surrogate_cutout_share", 1.0)):
+                     ("surrogate_cutout_share", 1.0), ("surrogate_cutout_until", 1.0)):
         recipe.setdefault(key, off)
     if "betas" in recipe:  # written before the table had a column per variant: one pair for G and D
         recipe["betas_g"] = recipe["betas_d"] = recipe.pop("betas")

@@ -174,16 +174,22 @@ def test_the_surrogate_loss_teaches_g_the_requested_class():
     assert len(surrogate.seen) == 1  # weight 0: only the measurement above, never during training
 
 
-def first_surrogate_input(noise, **overrides):
-    """What the surrogate sees in G's first step, with the recipe's surrogate_noise set to `noise` (and `overrides`)."""
+def surrogate_inputs(noise, batch_size=32, **overrides):
+    """What the surrogate sees in each G step of an epoch over 32 images (surrogate_noise `noise`, `overrides`)."""
     surrogate = SpySurrogate().requires_grad_(False)
     torch.manual_seed(0)
     g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
-    recipe = dict(bfm.default_recipe(), batch_size=32, surrogate_translate=0, surrogate_noise=noise, **overrides)
+    recipe = dict(bfm.default_recipe(), batch_size=batch_size, surrogate_translate=0, surrogate_noise=noise,
+                  **overrides)
     opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
     images, labels = aux(32, label=3)
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, surrogate=surrogate)
-    return surrogate.seen[0]
+    return surrogate.seen
+
+
+def first_surrogate_input(noise, **overrides):
+    """What the surrogate sees in G's first step, with the recipe's surrogate_noise set to `noise` (and `overrides`)."""
+    return surrogate_inputs(noise, **overrides)[0]
 
 
 def test_the_surrogate_noise_is_added_to_gs_image_with_the_std_asked():
@@ -227,6 +233,15 @@ def test_a_cutout_share_hides_the_square_in_that_share_of_gs_images_only():
     hidden = (half != clean)[:, 0].sum((1, 2))  # (32,): pixels changed per image
     assert set(hidden.tolist()) == {0, 14 * 14}  # an image gets the whole square or none of it
     assert 8 <= (hidden > 0).sum() <= 24  # about half of 32
+
+
+def test_cutout_until_hides_the_square_in_the_first_steps_only():
+    # 4 steps of 8 images; until 0.5: steps done 0 and 1/4 get the square, 2/4 and 3/4 do not
+    seen = surrogate_inputs(0.0, batch_size=8, surrogate_cutout=14, surrogate_cutout_until=0.5)
+    hidden = [(x[:, 0] == 0).sum((1, 2)).tolist() for x in seen]  # G's pixels are never exactly 0
+    assert hidden == [[14 * 14] * 8] * 2 + [[0] * 8] * 2
+    every_step = surrogate_inputs(0.0, batch_size=8, surrogate_cutout=14)
+    assert all((x[:, 0] == 0).sum((1, 2)).eq(14 * 14).all() for x in every_step)
 
 
 def squares(per_class, seed):

@@ -216,6 +216,7 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "mmd_per_class=1"], "true or false"),
                                             (["--recipe", "mmd_per_class=true", "mmd_patch=8"], "drop mmd_patch"),
                                             (["--recipe", "surrogate_cutout_share=0"], "in (0, 1]"),
+                                            (["--recipe", "surrogate_cutout_until=1.5"], "share of the GAN's steps"),
                                             (["--recipe", "surrogate_floor=-1"], "not pushed, >= 0"),
                                             (["--recipe", "g_slots=2"], "leaves 0 of G's label inputs"),
                                             (["--protocol", "disjoint", "--recipe", "g_slots=6"], "from 1 to 5"),
