@@ -41,7 +41,8 @@ ROWS = {
 # (main.py starts from today's disjoint default, so every entry that default changes is set back first);
 # the rows before `step_decay` decayed the learning rates per epoch, as `same` does.
 _SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "surrogate_cutout=0",
-         "mmd_per_class=false", "g_slots=1", "surrogate_floor=0", "surrogate_cutout_share=1"]
+         "mmd_per_class=false", "g_slots=1", "surrogate_floor=0", "surrogate_cutout_share=1",
+         "surrogate_cutout_until=1"]
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
@@ -88,6 +89,8 @@ DISJOINT_ROWS = {
     "affine45_ensemble3": ("affine45 and 3 surrogates", _AFFINE45 + ["surrogate_models=3"]),
     "affine45_patch8": ("affine45, the MMD compares random 8 x 8 patches (strokes) instead of whole images (digits)",
                         _AFFINE45 + ["mmd_patch=8"]),
+    "affine45_patch14": ("affine45, the MMD compares random 14 x 14 patches (half digits) instead of whole images",
+                         _AFFINE45 + ["mmd_patch=14"]),
     "affine45_cutout10": ("affine45, a random 10 x 10 square of what the surrogate sees is hidden",
                           _AFFINE45 + ["surrogate_cutout=10"]),
     "affine45_cutout14": ("affine45, a random 14 x 14 square hidden", _AFFINE45 + ["surrogate_cutout=14"]),
@@ -101,6 +104,10 @@ DISJOINT_ROWS = {
                           _AFFINE45 + ["surrogate_floor=0.3"]),
     "affine45_cutout14_half": ("affine45_cutout14, the square hidden in half of G's images (a new draw each step)",
                                _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_share=0.5"]),
+    "affine45_cutout14_until0.5": ("affine45_cutout14, the square hidden in the first half of the steps only",
+                                   _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.5"]),
+    "affine45_cutout14_until0.75": ("affine45_cutout14, the square hidden in the first three quarters of the steps",
+                                    _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.75"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }
