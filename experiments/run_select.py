@@ -29,9 +29,9 @@ from attacklab.attack import load_generator, n_classes  # noqa: E402
 from attacklab.classifiers import predict_labels  # noqa: E402
 from attacklab.data import load_data, random_affine, to_unit  # noqa: E402
 from attacklab.evaluation import eval_requests, evaluator_stage  # noqa: E402
+from attacklab.metrics import nearest_distances  # noqa: E402
 from attacklab.protocols import PROTOCOLS  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
-from attacklab.metrics import nearest_distances  # noqa: E402
 from attacklab.runtime import UserError, seeded_fork  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def kmeans(x, k, generator, iters=25, chunk=4096):
 
 
 def cluster_features(aux01, k=30, epochs=3, seed=0, batch_size=128):
-    """A function images (n, 1, 28, 28) in [0, 1] -> (n, 128): a CNN trained to tell k-means clusters of aux01 apart."""
+    """A function images (n, 1, 28, 28) in [0, 1] -> (n, 128): a CNN taught to tell k-means clusters of aux01 apart."""
     with seeded_fork(seed, torch.device("cpu")):
         clusters = kmeans(aux01.flatten(1), k, torch.Generator().manual_seed(seed))
         net = bfm.SurrogateClassifier(k)
