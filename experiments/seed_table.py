@@ -6,7 +6,8 @@
 
 Reads RUN_DIR/seed_*/results.json (the run's own evaluator, seed 0 by default) and
 results_evaluator<S>.json (written by --evaluate). Mean ± std over the seeds (sample std, ddof 1,
-as seeds_summary.json), the lowest class of any seed, and each seed's per-class accuracies.
+as seeds_summary.json), the lowest class of any seed, each seed's per-class accuracies, and how many
+classes fall below 0.5 (the rate of failing classes, per evaluator seed).
 """
 import argparse
 import json
@@ -73,6 +74,15 @@ def main():
         for seed, r in runs.items():
             pcs = " ".join(f"{x:.2f}" for x in r["attack"]["per_class_accuracy_by_evaluator"])
             print(f"evaluator seed {e}, attack seed {seed}: per class {pcs}")
+    for e, runs in by_eval.items():
+        print(failing_classes(e, [r["attack"]["per_class_accuracy_by_evaluator"] for r in runs.values()]))
+
+
+def failing_classes(evaluator_seed, per_class, bar=0.5):
+    """One line: how many (seed, class) cells of the attack fall below the bar, in all and per class."""
+    cells = np.asarray(per_class, dtype=float) < bar  # (seeds, classes)
+    return (f"evaluator seed {evaluator_seed}: {cells.sum()} of {cells.size} classes below {bar} over "
+            f"{len(cells)} seeds; per class {' '.join(str(n) for n in cells.sum(0))}")
 
 
 if __name__ == "__main__":
