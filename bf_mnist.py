@@ -205,12 +205,13 @@ _RECIPE_ROWS = [
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
 # surrogate also sees G's image plus noise: G must draw images that stay c when perturbed, far from the
 # boundaries where 5-9 shapes lie, and rotated (up to 45 degrees) and rescaled (up to 20%): G must draw
-# a shape that stays c from any of those views; its learning rates decay per step, not per epoch (with
-# one epoch, per epoch means no decay at all; docs/disjoint.md). Letters keep what they were measured with.
+# a shape that stays c from any of those views and with a 14 x 14 square hidden, under an MMD of weight 4;
+# learning rates decay per step (one epoch; docs/disjoint.md). Letters keep what they were measured with.
 _FOREIGN_AUX = {"fake_labels": "uniform", "d_conditional": False, "mmd_conditional": False, "mmd_weight": 2.0,
                 "surrogate_weight": 3.0}
 PROTOCOL_RECIPE = {"same": {}, "disjoint": {**_FOREIGN_AUX, "surrogate_weight": 5.0, "surrogate_noise": 0.3,
-                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2]},
+                                             "lr_decay": "linear_step", "surrogate_affine": [45, 0.2],
+                                             "surrogate_cutout": 14, "mmd_weight": 4.0},
                    "letters": _FOREIGN_AUX}
 VARIANTS = ("corrected", "blog")
 

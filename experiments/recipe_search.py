@@ -108,6 +108,8 @@ DISJOINT_ROWS = {
                                    _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.5"]),
     "affine45_cutout14_until0.75": ("affine45_cutout14, the square hidden in the first three quarters of the steps",
                                     _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.75"]),
+    "affine45_cutout14_mmd4": ("affine45_cutout14 with MMD weight 4 (a stronger pull towards the aux images' loops)",
+                               _AFFINE45 + ["surrogate_cutout=14", "mmd_weight=4"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
 }
