@@ -46,7 +46,7 @@ _SAME = ['lr_decay="linear"', "surrogate_noise=0", "surrogate_affine=[0, 0]", "s
 _BLIND = ['fake_labels="uniform"', "d_conditional=false", "mmd_conditional=false"] + _SAME
 _NOISE_S5 = _BLIND + ["mmd_weight=2", "surrogate_weight=5", "surrogate_noise=0.3"]
 _STEP = _NOISE_S5 + ['lr_decay="linear_step"']
-_AFFINE45 = _STEP + ["surrogate_affine=[45, 0.2]"]  # the default
+_AFFINE45 = _STEP + ["surrogate_affine=[45, 0.2]"]  # the default before affine45_cutout14_mmd4
 DISJOINT_ROWS = {
     "same_recipe": ("the `same` protocol's recipe unchanged (class-conditional D and MMD, surrogate 1)",
                     ['fake_labels="aux"', "d_conditional=true", "mmd_conditional=true", "mmd_weight=10",
@@ -80,7 +80,7 @@ DISJOINT_ROWS = {
                _STEP + ["surrogate_affine=[15, 0.1]"]),
     "affine30": ("step_decay, rotated by up to 30 degrees and scaled by up to 15%",
                  _STEP + ["surrogate_affine=[30, 0.15]"]),
-    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20%: the default",
+    "affine45": ("step_decay, rotated by up to 45 degrees and scaled by up to 20% (the default before cutout14_mmd4)",
                  _AFFINE45),
     "affine60": ("step_decay, rotated by up to 60 degrees and scaled by up to 25%",
                  _STEP + ["surrogate_affine=[60, 0.25]"]),
@@ -108,7 +108,8 @@ DISJOINT_ROWS = {
                                    _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.5"]),
     "affine45_cutout14_until0.75": ("affine45_cutout14, the square hidden in the first three quarters of the steps",
                                     _AFFINE45 + ["surrogate_cutout=14", "surrogate_cutout_until=0.75"]),
-    "affine45_cutout14_mmd4": ("affine45_cutout14 with MMD weight 4 (a stronger pull towards the aux images' loops)",
+    "affine45_cutout14_mmd4": ("affine45_cutout14 with MMD weight 4 (a stronger pull towards the aux images' loops): "
+                               "the default",
                                _AFFINE45 + ["surrogate_cutout=14", "mmd_weight=4"]),
     "affine_ensemble3": ("affine and 3 surrogates", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_models=3"]),
     "affine_noise0.5": ("affine, noise std 0.5", _STEP + ["surrogate_affine=[15, 0.1]", "surrogate_noise=0.5"]),
