@@ -26,7 +26,7 @@ from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
 from attacklab.extraction import run_extraction
 from attacklab.fgsm import DEFAULT_EPS, run_fgsm
-from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS
+from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS, private_digits_error, protocol_for
 from attacklab.report import Logger
 from attacklab.runfolder import (CONFIG, PATH_FLAGS, RESULTS, load_run_config, make_run_dirs, refuse_existing_run,
                                  resolve_paths)
@@ -79,7 +79,10 @@ def build_parser():
                    help="--attack extraction: label queries for the learning-based copy of the CNN")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="same",
                    help="who holds which images: 'same' (the article: the attacker holds the --aux_split digits), "
-                        "'disjoint' (private digits 0-4, the attacker holds every image of 5-9)")
+                        "'disjoint' (private digits 0-4, or --private_digits; the attacker holds every image of the others)")
+    p.add_argument("--private_digits", type=int, nargs="+", default=None, metavar="D",
+                   help="--protocol disjoint: the provider's digits (default 0 1 2 3 4); the target's k outputs are "
+                        "these digits in increasing order, and the attacker holds every image of every other digit")
     p.add_argument("--aux_split", choices=("test", "val"), default="test",
                    help="protocol same: the attacker's auxiliary images (unlabelled; the target labels them)")
     p.add_argument("--api_output", choices=API_OUTPUTS, default="label",
@@ -125,6 +128,9 @@ def validate_args(args):
     """Checks argparse cannot express; each failure is one UserError sentence."""
     if args.ngpu < 0:
         raise UserError(f"--ngpu must be 0 or more, got {args.ngpu}")
+    error = private_digits_error(args.protocol, args.private_digits)
+    if error:
+        raise UserError(error)
     recipe_for(args)  # a bad --recipe entry fails before any folder is made
     validate_controls(run_flags(args)["controls"], args.protocol, args.variant)
     if args.defence == "label_smoothing_neg" and not args.smoothing < 0:
@@ -147,6 +153,7 @@ def run_flags(args):
     flags["data_dir"] = str(Path(args.data_dir).resolve())
     flags["evaluator_seed"] = 0 if args.evaluator_seed is None else args.evaluator_seed
     flags["epochs_gan"] = args.epochs_gan or DEFAULT_EPOCHS_GAN[args.protocol]
+    flags["private_digits"] = sorted(args.private_digits or PROTOCOLS[args.protocol].private_classes)
     if args.query_budget is None:
         flags["query_budget"] = DEFAULT_BUDGET[args.protocol]
     controls = DEFAULT_CONTROLS[args.protocol] if args.controls is None else args.controls
@@ -165,7 +172,8 @@ def recipe_for(args):
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    free_inputs = bfm.N_CLASSES - PROTOCOLS[args.protocol].n_classes  # G's label inputs no class uses
+    k = len(args.private_digits) if getattr(args, "private_digits", None) else PROTOCOLS[args.protocol].n_classes
+    free_inputs = bfm.N_CLASSES - k  # G's label inputs no class uses
     error = recipe_error(recipe, free_inputs)
     if error:
         raise UserError(error)
@@ -223,7 +231,7 @@ def start_run(args):
 
 def attack_and_judge(cfg, data, target, paths, device, logger, seconds):
     """The attack through the API, then the experimenter's evaluation and controls: (results, grid images)."""
-    flags, protocol = cfg["flags"], PROTOCOLS[cfg["flags"]["protocol"]]
+    flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
     t0 = time.time()
     evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes)
     seconds["evaluator"] = time.time() - t0
@@ -247,7 +255,7 @@ def run(args):
     cfg, paths, device = start_run(args)
     flags, seconds, t0 = cfg["flags"], {}, time.time()
     data = load_data(Path(flags["data_dir"]))
-    private = PROTOCOLS[flags["protocol"]].private(data)
+    private = protocol_for(flags).private(data)
     seconds["data"] = time.time() - t0
     loaded = None
     if not flags["training_flag"]:
@@ -289,7 +297,7 @@ def other_attack(cfg, data, target, target_info, paths, device, logger, seconds)
 def evaluate_run(run_dir, evaluator_seed=None):
     """--evaluate: recompute a run's metrics from its checkpoints (with another evaluator seed: a separate file)."""
     cfg = load_run_config(run_dir, "--evaluate")
-    flags, protocol = cfg["flags"], PROTOCOLS[cfg["flags"]["protocol"]]
+    flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
     if flags["attack"] != "inversion":
         raise UserError(f"--evaluate recomputes inversion runs; {run_dir} ran --attack {flags['attack']}, "
                         "whose results.json is complete: rerun it to measure again")

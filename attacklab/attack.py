@@ -16,7 +16,7 @@ from attacklab import sampling
 from attacklab.api import as_labels
 from attacklab.data import to_unit
 from attacklab.metrics import scalar_metrics
-from attacklab.protocols import PROTOCOLS
+from attacklab.protocols import protocol_for
 from attacklab.report import save_grid
 from attacklab.runtime import (UserError, check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
                                save_checkpoint, set_rng_state, set_seed, unwrap)
@@ -24,7 +24,7 @@ from attacklab.runtime import (UserError, check_finite, load_checkpoint, load_mo
 
 def n_classes(cfg):
     """How many labels the API answers (public: the attacker sees the answers' range)."""
-    return PROTOCOLS[cfg["flags"]["protocol"]].n_classes
+    return protocol_for(cfg["flags"]).n_classes
 
 
 @dataclass

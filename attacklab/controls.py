@@ -145,7 +145,7 @@ def _aux_as_labelled(cfg, ctx):
     k = attack.n_classes(cfg)
     api_labels = predict_labels(ctx["target"], to_unit(ctx["aux"][0]))  # what the API answered for them
     images, requested = aux_as_labelled(ctx["aux"][0], api_labels, cfg["flags"]["n_eval_per_class"], k)
-    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], k)
+    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg))
 
 
 def _mi_face(cfg, ctx):
@@ -153,7 +153,7 @@ def _mi_face(cfg, ctx):
     images = mi_face(ctx["target"], requested, max_iter=20 if cfg["flags"]["dry_run"] else 1000)
     per_class = cfg["flags"]["n_eval_per_class"]
     save_grid(images[::per_class], ctx["paths"]["run"] / "controls" / "mi_face.png", nrow=1)  # one per class
-    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], attack.n_classes(cfg),
+    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg),
                                    ctx["aux"][0])
 
 

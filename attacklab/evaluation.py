@@ -14,6 +14,7 @@ from attacklab.classifiers import predict_labels
 from attacklab.data import CACHE_DIR, to_unit
 from attacklab.evaluator import load_evaluator, reference_rows
 from attacklab.metrics import accuracy_by_class
+from attacklab.protocols import protocol_for
 from attacklab.report import save_grid, write_report
 from attacklab.runtime import write_json_atomic
 
@@ -24,12 +25,19 @@ def eval_requests(cfg, device):
     return sampling.fixed_noise(len(requested), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 3, device), requested
 
 
-def attack_accuracies(images, requested, target, evaluator, k):
-    """Accuracy of the requested class (0..k-1) as judged by the target and by the (10-class) evaluator."""
-    acc_t, per_t = accuracy_by_class(predict_labels(target, images), requested, k)
-    acc_e, per_e = accuracy_by_class(predict_labels(evaluator.model, images), requested, k)
+def attack_accuracies(images, requested, target, evaluator, digits):
+    """Accuracy of the requested class (target label 0..k-1) as judged by the target, and by the (10-class)
+    evaluator against its real digit, digits[requested]; per-class lists in the order of digits."""
+    acc_t, per_t = accuracy_by_class(predict_labels(target, images), requested, len(digits))
+    asked = torch.tensor(digits)[requested]
+    acc_e, per_e = accuracy_by_class(predict_labels(evaluator.model, images), asked, digits)
     return {"accuracy_by_target": acc_t, "per_class_accuracy_by_target": per_t,
             "accuracy_by_evaluator": acc_e, "per_class_accuracy_by_evaluator": per_e}
+
+
+def private_digits(cfg):
+    """The real digits of the target's labels 0..k-1 (the experimenter's knowledge)."""
+    return protocol_for(cfg["flags"]).private_classes
 
 
 def make_monitor(cfg, target, evaluator, device):
@@ -37,13 +45,15 @@ def make_monitor(cfg, target, evaluator, device):
     noise, requested = eval_requests(cfg, device)
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     return lambda g: attack_accuracies(sampling.generator_images(g, requested, noise, rescale), requested,
-                                       target, evaluator, n_classes(cfg))
+                                       target, evaluator, private_digits(cfg))
 
 
-def judge_images(images, requested, target, evaluator, k, aux_images=None):
-    """Every metric of images in [0, 1] meant as the requested classes; knn_aux when the aux images are given."""
-    metrics = attack_accuracies(images, requested, target, evaluator, k)
-    metrics.update({key: v for key, v in evaluator.metrics(images, requested, k).items() if key not in metrics})
+def judge_images(images, requested, target, evaluator, digits, aux_images=None):
+    """Every metric of images in [0, 1] meant as the requested target labels (digits[requested]); knn_aux when
+    the aux images are given."""
+    metrics = attack_accuracies(images, requested, target, evaluator, digits)
+    asked = torch.tensor(digits)[requested]
+    metrics.update({key: v for key, v in evaluator.metrics(images, asked, digits).items() if key not in metrics})
     if aux_images is not None:
         metrics["knn_aux"] = evaluator.nearest(images, to_unit(aux_images))
     return metrics
@@ -54,7 +64,7 @@ def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None):
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     noise, requested = eval_requests(cfg, device)
     images = sampling.generator_images(g, requested, noise, rescale)
-    metrics = judge_images(images, requested, target, evaluator, n_classes(cfg), aux_images)
+    metrics = judge_images(images, requested, target, evaluator, private_digits(cfg), aux_images)
     grid_images = sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device),
                                             rescale)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
@@ -74,7 +84,7 @@ def build_results(target_info, cfg, queries, metrics, surrogate, reference, eval
                   controls=None):
     """results.json, the same for a finished run and for --evaluate."""
     flags = cfg["flags"]
-    return {"protocol": flags["protocol"], "target": target_info,
+    return {"protocol": flags["protocol"], "private_digits": list(private_digits(cfg)), "target": target_info,
             "attack": {"variant": flags["variant"], "queries": queries, "query_budget": flags["query_budget"],
                        **metrics, "surrogate": surrogate},
             "controls": controls or {}, "reference": reference, "evaluator": evaluator_info, "history": history,
@@ -105,7 +115,8 @@ def write_results(paths, results, grid_images, suffix=""):
     """results{suffix}.json and report{suffix}.png, and the headline on stdout."""
     metrics, name = results["attack"], f"results{suffix}.json"
     write_json_atomic(results, paths["run"] / name)
-    write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / f"report{suffix}.png")
+    write_report(results["history"], metrics, grid_images, results["reference"], paths["run"] / f"report{suffix}.png",
+                 results["private_digits"])
     print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
           f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
           f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / name}")

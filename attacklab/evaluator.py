@@ -79,11 +79,11 @@ class Evaluator:
         self.stats = {c: feature_stats(train_feats[train_labels == c]) for c in range(N_CLASSES)}
 
     @torch.no_grad()
-    def metrics(self, images01, requested, n_classes=N_CLASSES):
-        """Attack metrics of images in [0, 1] meant as the requested classes."""
+    def metrics(self, images01, requested, classes=tuple(range(N_CLASSES))):
+        """Attack metrics of images in [0, 1] meant as the requested digits (per class: in the order of classes)."""
         feats = evaluator_features(self.model, images01)
         pred = self.model.head(feats).argmax(1)
-        acc, per_class = accuracy_by_class(pred, requested, n_classes)
+        acc, per_class = accuracy_by_class(pred, requested, classes)
         return {"accuracy_by_evaluator": acc, "per_class_accuracy_by_evaluator": per_class,
                 "fid_evaluator": class_fid(feats, requested, self.stats),
                 "knn_dist": knn_distance(feats, requested, self.train_feats, self.train_labels)}
@@ -101,12 +101,12 @@ class Evaluator:
 def reference_rows(evaluator, test, per_class=REFERENCE_PER_CLASS, seed=0, classes=tuple(range(N_CLASSES))):
     """The same metrics for held-out real test images of the classes (the ceiling) and uniform noise (the floor)."""
     images, labels = test
-    k = len(classes)
     pick = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
-    real = evaluator.metrics(to_unit(images[pick]), labels[pick], k)
+    real = evaluator.metrics(to_unit(images[pick]), labels[pick], classes)
     requested = torch.tensor(classes).repeat_interleave(per_class)
     noise = torch.rand(len(requested), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
-    return {"real_test": scalar_metrics(real), "uniform_noise": scalar_metrics(evaluator.metrics(noise, requested, k))}
+    return {"real_test": scalar_metrics(real),
+            "uniform_noise": scalar_metrics(evaluator.metrics(noise, requested, classes))}
 
 
 def load_evaluator(path, train, test, seed, device, dry_run=False, log=print):

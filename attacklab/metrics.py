@@ -15,11 +15,12 @@ def tensor_digest(*tensors):
     return h.hexdigest()
 
 
-def accuracy_by_class(pred, requested, n_classes=N_CLASSES):
-    """(overall accuracy, [accuracy of each requested class 0..n_classes-1])."""
+def accuracy_by_class(pred, requested, classes=N_CLASSES):
+    """(overall accuracy, [accuracy of each class in classes]); classes: a sequence of labels, or k for 0..k-1."""
     hit = (pred == requested).float()
+    classes = range(classes) if isinstance(classes, int) else classes
     per_class = [hit[requested == c].mean().item() if (requested == c).any() else float("nan")
-                 for c in range(n_classes)]
+                 for c in classes]
     return hit.mean().item(), per_class
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import bf_mnist as bfm
-from attacklab.protocols import PROTOCOLS
+from attacklab.protocols import protocol_for
 from attacklab.classifiers import classifier_accuracy, smoothed_cross_entropy, train_classifier_epoch
 from attacklab.runtime import (UserError, check_finite, copy_atomic, load_checkpoint, load_model,
                                maybe_data_parallel, rng_state, save_checkpoint, set_rng_state, set_seed)
@@ -17,7 +17,7 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
     flags = cfg["flags"]
     last_path, best_path = paths["models"] / "target_last.pt", paths["models"] / "target_best.pt"
     set_seed(cfg["seed"])
-    model = bfm.TargetModel(n_classes=PROTOCOLS[flags["protocol"]].n_classes).to(device)
+    model = bfm.TargetModel(n_classes=protocol_for(flags).n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), fused=True)  # the article's Adam, one fused kernel
     start, best_val, seconds = 0, -1.0, 0.0
     if last_path.is_file():
@@ -77,7 +77,7 @@ def load_target(path, device, what, n_classes):
 def load_target_stage(flags, paths, device):
     """Load the provider's model from --train_model_dir instead of training it; copy it into the run."""
     source = find_target_checkpoint(flags["train_model_dir"])
-    model, ckpt = load_target(source, device, "--train_model_dir", PROTOCOLS[flags["protocol"]].n_classes)
+    model, ckpt = load_target(source, device, "--train_model_dir", protocol_for(flags).n_classes)
     dest = paths["models"] / "target_best.pt"
     if source.resolve() != dest.resolve():
         copy_atomic(source, dest)  # the run folder stays self-contained
@@ -95,5 +95,5 @@ def provider_stage(cfg, private, paths, device, logger, loaded=None, max_batches
     info = {"val_accuracy": val_acc,
             "test_accuracy": classifier_accuracy(target, *private["test"], max_batches=max_batches)}
     print(f"target model: val accuracy {val_acc:.4f}, test accuracy {info['test_accuracy']:.4f} "
-          f"(classes {', '.join(map(str, PROTOCOLS[flags['protocol']].private_classes))})")
+          f"(digits {', '.join(map(str, protocol_for(flags).private_classes))})")
     return target, info, seconds

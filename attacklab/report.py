@@ -47,13 +47,14 @@ def _pyplot():
     return plt
 
 
-def write_report(history, metrics, grid_images, reference, path):
-    """report.png: accuracy per GAN epoch, the final grid, per-class accuracy bars."""
+def write_report(history, metrics, grid_images, reference, path, digits=None):
+    """report.png: accuracy per GAN epoch, the final grid, per-class accuracy bars (labelled by the real digits)."""
     from torchvision.utils import make_grid
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     epochs = [h["epoch"] for h in history]
     n_classes = len(metrics["per_class_accuracy_by_evaluator"])
+    digits = list(range(n_classes)) if digits is None else list(digits)
     for key, label in (("accuracy_by_target", "judged by the target"),
                        ("accuracy_by_evaluator", "judged by the evaluator")):
         axes[0].plot(epochs, [h[key] for h in history], marker="o", label=label)
@@ -62,12 +63,12 @@ def write_report(history, metrics, grid_images, reference, path):
     axes[0].set(xlabel="GAN epoch", ylabel="attack accuracy", ylim=(0, 1.02), title="requested class recognised")
     axes[0].legend()
     axes[1].imshow(make_grid(grid_images, nrow=10, padding=2).permute(1, 2, 0).numpy())
-    axes[1].set(title="final samples (row r = class r)")
+    axes[1].set(title=f"final samples (rows: digits {' '.join(map(str, digits))})")
     axes[1].axis("off")
     x = torch.arange(n_classes).float()
     axes[2].bar(x - 0.2, metrics["per_class_accuracy_by_target"], 0.4, label="target")
     axes[2].bar(x + 0.2, metrics["per_class_accuracy_by_evaluator"], 0.4, label="evaluator")
-    axes[2].set(xticks=range(n_classes), xlabel="requested class", ylabel="accuracy", ylim=(0, 1.15),
+    axes[2].set(xticks=range(n_classes), xticklabels=digits, xlabel="requested digit", ylabel="accuracy", ylim=(0, 1.15),
                 title=f"per class (FID_eval {metrics['fid_evaluator']:.1f}, KNN {metrics['knn_dist']:.1f})")
     axes[2].legend(loc="upper center", ncol=2)  # above the bars, which are near 1 when the attack works
     fig.tight_layout()

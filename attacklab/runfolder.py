@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import bf_mnist as bfm
+from attacklab.protocols import PROTOCOLS
 from attacklab.runtime import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,7 @@ def load_run_config(run_dir, flag):
                         "or written by another version of main.py; pass a run folder written by this one")
     for key, value in OLDER_RUNS.items():  # flags added since: what a run written before them did
         flags.setdefault(key, value)
+    flags.setdefault("private_digits", list(PROTOCOLS[flags["protocol"]].private_classes))
     relocate(flags, run_dir)
     cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])
     return cfg
