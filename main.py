@@ -96,7 +96,8 @@ def build_parser():
                    help="most images the attacker may send to the API (default: the protocol's, "
                         f"{ {k: v for k, v in DEFAULT_BUDGET.items()} }; results.json reports it)")
     p.add_argument("--controls", nargs="+", default=None, metavar="NAME",
-                   help=f"controls run beside the attack, from {', '.join(CONTROLS)}, or none "
+                   help=f"controls run beside the attack, from {', '.join(CONTROLS)}, or none; with --evaluate: "
+                        "controls to add to the finished run "
                         f"(default: the protocol's, { {k: list(v) for k, v in DEFAULT_CONTROLS.items()} })")
     p.add_argument("--surrogate_weight", type=non_negative_float, default=None,
                    help="corrected variant: weight of the surrogate classifier's loss for G "
@@ -113,6 +114,9 @@ def build_parser():
                    help="seed of the evaluation classifier (default 0; cached per seed under the data folder); "
                         "with --evaluate: judge the run with this evaluator too "
                         "(results_evaluator<S>.json, report_evaluator<S>.png)")
+    p.add_argument("--judge", choices=("heldout", "none"), default="heldout",
+                   help="also judge with a network that never saw the provider's training images (docs/heldout.md)")
+    p.add_argument("--judge_seed", type=int, default=0, help="seed of the held-out judge")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -172,8 +176,7 @@ def recipe_for(args):
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    k = len(args.private_digits) if getattr(args, "private_digits", None) else PROTOCOLS[args.protocol].n_classes
-    free_inputs = bfm.N_CLASSES - k  # G's label inputs no class uses
+    free_inputs = bfm.N_CLASSES - len(getattr(args, "private_digits", None) or PROTOCOLS[args.protocol].private_classes)
     error = recipe_error(recipe, free_inputs)
     if error:
         raise UserError(error)
@@ -234,20 +237,23 @@ def attack_and_judge(cfg, data, target, paths, device, logger, seconds):
     flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
     t0 = time.time()
     evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes)
+    judge, judge_info = evaluation.judge_stage(flags, data, device, protocol.private_classes)
     seconds["evaluator"] = time.time() - t0
     aux = protocol.aux(data, flags)  # (images, true labels): only the images go to the attacker
     api = PredictionAPI(target, flags["query_budget"], flags["api_output"], flags["api_decimals"])
-    outcome = attack.run_inversion(cfg, api, aux[0], paths, device, logger,
-                                   evaluation.make_monitor(cfg, target, evaluator, device), max_batches(flags))
+    monitor = evaluation.Monitor(cfg, target, evaluator, device, paths["run"], logger)
+    outcome = attack.complete(attack.run_inversion(attack.attacker_config(cfg), api, aux[0], attack.attacker_paths(paths),
+                                                   device, logger, max_batches(flags)), monitor)
     seconds.update(outcome.seconds)
-    metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0])
+    metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0], judge)
     t0 = time.time()
-    controls = run_controls(cfg, target, evaluator, aux, paths, device, max_batches(flags))
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, max_batches(flags), judge=judge)
     seconds["controls"] = time.time() - t0
     surrogate = evaluation.surrogate_report(outcome.surrogate, outcome.surrogate_info, target,
                                             protocol.private(data)["val"][0])
     return evaluation.build_results(None, cfg, api.queries, metrics, surrogate, reference, evaluator_info,
-                                    outcome.history, seconds, controls), grid_images
+                                    evaluation.with_monitor(outcome.history, monitor.records), seconds, controls,
+                                    judge_info), grid_images
 
 
 def run(args):
@@ -294,10 +300,12 @@ def other_attack(cfg, data, target, target_info, paths, device, logger, seconds)
     return results
 
 
-def evaluate_run(run_dir, evaluator_seed=None):
-    """--evaluate: recompute a run's metrics from its checkpoints (with another evaluator seed: a separate file)."""
+def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
+    """--evaluate: a run's metrics again from its checkpoints (another evaluator seed: another file), plus add_controls."""
     cfg = load_run_config(run_dir, "--evaluate")
     flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
+    flags["controls"] += [c for c in (add_controls or ()) if c != "none" and c not in flags["controls"]]
+    validate_controls(flags["controls"], flags["protocol"], flags["variant"])
     if flags["attack"] != "inversion":
         raise UserError(f"--evaluate recomputes inversion runs; {run_dir} ran --attack {flags['attack']}, "
                         "whose results.json is complete: rerun it to measure again")
@@ -312,18 +320,22 @@ def evaluate_run(run_dir, evaluator_seed=None):
                                             cfg["recipe"]["surrogate_models"])
     evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes,
                                                                       evaluator_seed)
-    metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0])
+    judge, judge_info = evaluation.judge_stage(flags, data, device, protocol.private_classes)
+    metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0], judge)
     own = evaluator_seed in (None, flags["evaluator_seed"])
     suffix = "" if own else f"_evaluator{evaluator_seed}"  # another judge's numbers go beside the run's own
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
     # every control judged again (a generative one resumes its finished G); the run's own files only
     # for its own evaluator
-    controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own)
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own, judge=judge)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],
                                         "test_accuracy": classifier_accuracy(target, *private["test"])}
     results = evaluation.build_results(target_info, cfg, ckpt["queries"], metrics,
                                        evaluation.surrogate_report(surrogate, info, target, private["val"][0]),
-                                       reference, evaluator_info, ckpt["history"], old.get("seconds", {}), controls)
+                                       reference, evaluator_info,
+                                       evaluation.with_monitor(ckpt["history"], evaluation.read_monitor(paths["run"])),
+                                       old.get("seconds", {}), controls,
+                                       judge_info)
     evaluation.write_results(paths, results, grid_images, suffix)
     return results
 
@@ -367,7 +379,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.evaluate:
-            evaluate_run(args.evaluate, args.evaluator_seed)
+            evaluate_run(args.evaluate, args.evaluator_seed, args.controls)
         elif args.seeds:
             run_seeds(args)
         else:

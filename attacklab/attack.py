@@ -1,9 +1,11 @@
 """The attacker's stages: it holds its own images and the provider's API, and nothing else.
 
 run_inversion labels the attacker's images through the API, fits a surrogate of the API to those
-labels (corrected variant) and trains the conditional GAN. It never receives the target or the
-evaluator: the experimenter may pass a `monitor(g)` callback that measures G after each epoch
-for the logs, which the attack cannot call on anything else.
+labels (corrected variant) and trains the conditional GAN. It receives the attacker's view only
+(attacker_config: its seed, recipe and settings, the number of labels the API answers; its
+images; the API; its own output files). It is a generator that yields G after each epoch, so the
+experimenter measures G from outside (complete(steps, on_epoch)); the attack never holds the
+target, the evaluator, the judge, the data folder or the experimenter's monitor.
 """
 import copy
 import time
@@ -15,16 +17,41 @@ import bf_mnist as bfm
 from attacklab import sampling
 from attacklab.api import as_labels
 from attacklab.data import to_unit
-from attacklab.metrics import scalar_metrics
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid
 from attacklab.runtime import (UserError, check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
                                save_checkpoint, set_rng_state, set_seed, unwrap)
 
 
+# The flags that are the attacker's own settings; everything else in config.json is the experimenter's.
+ATTACKER_FLAGS = ("variant", "dim_initial_vec", "gan_batch_size", "epochs_gan", "ngpu", "checkpoint_every", "dry_run")
+
+
 def n_classes(cfg):
     """How many labels the API answers (public: the attacker sees the answers' range)."""
-    return protocol_for(cfg["flags"]).n_classes
+    return cfg["flags"]["n_classes"] if "n_classes" in cfg["flags"] else protocol_for(cfg["flags"]).n_classes
+
+
+def attacker_config(cfg):
+    """The part of the run's config the attacker knows: its seed, its recipe, its settings, the API's label count."""
+    flags = {k: cfg["flags"][k] for k in ATTACKER_FLAGS if k in cfg["flags"]}
+    return {"seed": cfg["seed"], "recipe": cfg["recipe"], "flags": dict(flags, n_classes=n_classes(cfg))}
+
+
+def attacker_paths(paths):
+    """The attacker's own outputs: its checkpoints (models/gan_last.pt, surrogate.pt) and its sample grids."""
+    return {"models": paths["models"], "samples": paths["samples"]}
+
+
+def complete(steps, on_epoch=None):
+    """Run an attack generator to its end, handing each epoch's G to on_epoch(epoch, g); returns its outcome."""
+    while True:
+        try:
+            epoch, g = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_epoch is not None:
+            on_epoch(epoch, g)
 
 
 @dataclass
@@ -60,8 +87,12 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
     return model, info
 
 
-def run_inversion(cfg, api, aux_images, paths, device, logger, monitor=None, max_batches=None):
-    """The whole inversion attack: label the aux images through the API, surrogate, GAN. Returns an InversionOutcome."""
+def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None):
+    """The whole inversion attack: label the aux images through the API, surrogate, GAN.
+
+    A generator: yields (epoch, G) after each GAN epoch is checkpointed; returns an InversionOutcome.
+    cfg is attacker_config's, paths attacker_paths'.
+    """
     answers = targets_from(api(to_unit(aux_images)))  # the attacker's first look at the target: once per image
     aux_labels = as_labels(answers)
     t0 = time.time()
@@ -69,8 +100,8 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, monitor=None, max
     if surrogate is None and cfg["recipe"]["refit_queries"] > 0:
         raise UserError("--recipe refit_queries needs a surrogate; keep surrogate_weight above 0")
     seconds = {"surrogate": time.time() - t0}
-    g, history, seconds["gan"] = train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                 surrogate, monitor, max_batches, answers)
+    g, history, seconds["gan"] = yield from train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
+                                                            surrogate, max_batches, answers)
     return InversionOutcome(g, surrogate, info, history, seconds)
 
 
@@ -169,9 +200,9 @@ class SurrogateRefit:
         self.surrogate.load_state_dict(state["surrogate"])
 
 
-def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monitor=None, max_batches=None,
-                    answers=None):
-    """Train G and D (resumable per checkpoint); returns (the G the attack outputs, history, seconds).
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None, answers=None):
+    """Train G and D (resumable per checkpoint), yielding (epoch, G) after each epoch's checkpoint;
+    returns (the G the attack outputs, history, seconds).
 
     aux: (images, labels) for the GAN; answers: what the API returned for them (the surrogate's targets).
     """
@@ -196,12 +227,11 @@ def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monito
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
-        metrics = scalar_metrics(monitor(g_out)) if monitor else {}
         grid = save_grid(sampling.generator_images(g_out, sampling.grid_labels(10, n_classes(cfg)), grid_noise,
                                                    bfm.RESCALE_OUTPUT[variant]),
                          paths["samples"] / f"epoch_{epoch:03d}.png")
-        history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d, **metrics})
-        _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid)
+        history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d})
+        _log_epoch(logger, epoch, loss_g, loss_d, grid)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
             save_checkpoint("gan", last_path, **_gan_state(g, d, opt_g, opt_d, g_out), epoch=epoch, config=cfg,
                             history=history, queries=api.queries, seconds=seconds, rng=rng_state(),
@@ -210,17 +240,15 @@ def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, monito
         if epoch % 10 == 0:
             save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g_out.state_dict(),
                             d=d.state_dict(), epoch=epoch, config=cfg)
-        summary = " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items())
-        print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} {summary} ({time.time() - t0:.0f}s)")
+        print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} ({time.time() - t0:.0f}s)")
+        yield epoch, g_out
     return g_out, history, seconds
 
 
-def _log_epoch(logger, epoch, loss_g, loss_d, metrics, grid):
+def _log_epoch(logger, epoch, loss_g, loss_d, grid):
     """One GAN epoch's TensorBoard points (held until its checkpoint is written)."""
     logger.scalar("gan/loss_g", loss_g, epoch)
     logger.scalar("gan/loss_d", loss_d, epoch)
-    for key, value in metrics.items():
-        logger.scalar(f"attack/{key}", value, epoch)
     logger.image("samples", grid, epoch)
 
 

@@ -4,23 +4,30 @@
   function of the image (a hash of its bytes): no knowledge of the private classes.
 - aux_as_labelled: the attacker's images, labelled by the API, taken as samples as they are.
 - true_labels (`same` only): the attack with the aux images' real labels instead of the API's.
+- ignorant: the same attack against a k-output classifier of the target's architecture trained on k
+  letters (A, B, ...), no image of any digit: an API that answers coherently and knows nothing of the
+  private digits, so what the recipe draws from its own priors.
 - mi_face: Fredrikson et al. 2015, gradient ascent on the input for the target's class probability
   (an attacker with the weights and no data).
 """
 import hashlib
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import bf_mnist as bfm
 from attacklab import attack, evaluation
 from attacklab.api import PredictionAPI
 from attacklab.classifiers import predict_labels
-from attacklab.data import to_unit
+from attacklab.data import CACHE_DIR, to_unit
 from attacklab.report import Logger, save_grid
 from attacklab.runtime import UserError, write_json_atomic
 
-CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face")
+CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face", "ignorant")
+IGNORANT_LETTERS = 20000  # rendered with seed 1 (the letters protocol's aux set is seed 0); the first k capitals kept
+IGNORANT_EPOCHS = 10
 DEFAULT_CONTROLS = {"same": ("aux_as_labelled", "mi_face"), "disjoint": ("no_leak", "aux_as_labelled", "mi_face"),
                     "letters": ("no_leak", "aux_as_labelled", "mi_face")}
 
@@ -111,6 +118,9 @@ def validate_controls(names, protocol, variant):
     if "true_labels" in names and protocol != "same":
         raise UserError("--controls true_labels needs --protocol same: in other protocols the attacker's "
                         "images are not of the private classes, so no true private label exists")
+    if "ignorant" in names and protocol == "letters":
+        raise UserError("--controls ignorant trains its target on letters, which --protocol letters gives the "
+                        "attacker: drop ignorant or choose another protocol")
     if variant == "blog" and "true_labels" in names:
         raise UserError("--controls true_labels answers the auxiliary images only, but --variant blog sends the API "
                         "its fakes too; drop true_labels or the blog variant")
@@ -125,10 +135,13 @@ def _generative(name, api, cfg, ctx):
     print(f"control {name}: the same attack against another API")
     logger = Logger(sub["tensorboard"])
     try:
-        g = attack.run_inversion(cfg, api, ctx["aux"][0], sub, ctx["device"], logger, None, ctx["max_batches"]).g
+        steps = attack.run_inversion(attack.attacker_config(cfg), api, ctx["aux"][0], attack.attacker_paths(sub),
+                                     ctx["device"], logger, ctx["max_batches"])
+        g = attack.complete(steps).g
     finally:
         logger.close()
-    metrics, _ = evaluation.final_evaluation(cfg, g, ctx["target"], ctx["evaluator"], sub, ctx["device"], ctx["aux"][0])
+    metrics, _ = evaluation.final_evaluation(cfg, g, ctx["target"], ctx["evaluator"], sub, ctx["device"], ctx["aux"][0],
+                                             ctx["judge"])
     return dict(metrics, queries=api.queries)
 
 
@@ -145,7 +158,8 @@ def _aux_as_labelled(cfg, ctx):
     k = attack.n_classes(cfg)
     api_labels = predict_labels(ctx["target"], to_unit(ctx["aux"][0]))  # what the API answered for them
     images, requested = aux_as_labelled(ctx["aux"][0], api_labels, cfg["flags"]["n_eval_per_class"], k)
-    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg))
+    return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg),
+                                   judge=ctx["judge"])
 
 
 def _mi_face(cfg, ctx):
@@ -154,19 +168,46 @@ def _mi_face(cfg, ctx):
     per_class = cfg["flags"]["n_eval_per_class"]
     save_grid(images[::per_class], ctx["paths"]["run"] / "controls" / "mi_face.png", nrow=1)  # one per class
     return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg),
-                                   ctx["aux"][0])
+                                   ctx["aux"][0], ctx["judge"])
 
 
-CONTROL_FNS = {"no_leak": _no_leak, "aux_as_labelled": _aux_as_labelled, "true_labels": _true_labels,
+def ignorant_target(k, cache_dir, device, dry_run=False, seed=0):
+    """A TargetModel with k outputs trained on the capitals A, B, ... (k of them): (model, held-out accuracy)."""
+    from attacklab.classifiers import classifier_accuracy, train_classifier_epoch
+    from attacklab.letters import load_letters
+    from attacklab.runtime import seeded_fork
+    images, letters = load_letters(cache_dir, 200 if dry_run else IGNORANT_LETTERS, seed=1)
+    keep = letters < k  # LETTERS starts with the capitals
+    images, labels = images[keep], letters[keep]
+    cut = len(images) * 4 // 5
+    with seeded_fork(seed, device):
+        model = bfm.TargetModel(n_classes=k).to(device)
+        optimizer = torch.optim.Adam(model.parameters())
+        for _ in range(1 if dry_run else IGNORANT_EPOCHS):
+            train_classifier_epoch(model, optimizer, images[:cut], labels[:cut], 64, device,
+                                   1 if dry_run else None, desc="ignorant target")
+    model.eval()
+    return model, classifier_accuracy(model, images[cut:], labels[cut:])
+
+
+def _ignorant(cfg, ctx):
+    flags = cfg["flags"]
+    model, accuracy = ignorant_target(attack.n_classes(cfg), Path(flags["data_dir"]) / CACHE_DIR, ctx["device"],
+                                      flags["dry_run"], cfg["seed"])
+    api = PredictionAPI(model, flags["query_budget"], flags["api_output"], flags["api_decimals"])
+    return dict(_generative("ignorant", api, cfg, ctx), ignorant_target_letter_accuracy=accuracy)
+
+
+CONTROL_FNS = {"ignorant": _ignorant, "no_leak": _no_leak, "aux_as_labelled": _aux_as_labelled, "true_labels": _true_labels,
                "mi_face": _mi_face}
 
 
-def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True):
+def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True, judge=None):
     """Every control of the run's config: {name: metrics}, each kept in RUN_DIR/controls/<name>.json.
 
     reuse: read a control finished earlier (a resumed run); save: write what was computed.
     """
-    ctx = {"target": target, "evaluator": evaluator, "aux": aux, "paths": paths, "device": device,
+    ctx = {"target": target, "evaluator": evaluator, "aux": aux, "paths": paths, "device": device, "judge": judge,
            "max_batches": max_batches if max_batches else (1 if cfg["flags"]["dry_run"] else None)}
     rows = {}
     for name in cfg["flags"]["controls"]:

@@ -3,6 +3,7 @@
 It holds what the attacker never sees (the target's weights, the evaluator, the private splits)
 and builds results.json, for a finished run and for --evaluate alike.
 """
+import json
 from pathlib import Path
 
 import torch
@@ -12,11 +13,15 @@ from attacklab import sampling
 from attacklab.attack import n_classes, sample_noise
 from attacklab.classifiers import predict_labels
 from attacklab.data import CACHE_DIR, to_unit
+from attacklab.data import IMAGE_SIZE
 from attacklab.evaluator import load_evaluator, reference_rows
-from attacklab.metrics import accuracy_by_class
+from attacklab.judge import judge_metrics, judge_outputs, judge_path, judge_splits, load_judge, private_reference
+from attacklab.metrics import accuracy_by_class, scalar_metrics
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid, write_report
 from attacklab.runtime import write_json_atomic
+
+MONITOR = "monitor.json"
 
 
 def eval_requests(cfg, device):
@@ -40,31 +45,110 @@ def private_digits(cfg):
     return protocol_for(cfg["flags"]).private_classes
 
 
-def make_monitor(cfg, target, evaluator, device):
-    """monitor(g): the attack accuracies of G's fixed-noise samples, for the per-epoch logs."""
-    noise, requested = eval_requests(cfg, device)
-    rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
-    return lambda g: attack_accuracies(sampling.generator_images(g, requested, noise, rescale), requested,
-                                       target, evaluator, private_digits(cfg))
+class Monitor:
+    """The experimenter's per-epoch look at G (handed over by the attack after each epoch): the attack accuracies
+    of G's fixed-noise samples by the target and the evaluator, in RUN_DIR/monitor.json and TensorBoard."""
+
+    def __init__(self, cfg, target, evaluator, device, run_dir, logger):
+        self.noise, self.requested = eval_requests(cfg, device)
+        self.cfg, self.target, self.evaluator, self.logger = cfg, target, evaluator, logger
+        self.path = Path(run_dir) / MONITOR
+        self.records = read_monitor(run_dir)  # a resumed run keeps its earlier epochs
+
+    def __call__(self, epoch, g):
+        images = sampling.generator_images(g, self.requested, self.noise, bfm.RESCALE_OUTPUT[self.cfg["flags"]["variant"]])
+        metrics = scalar_metrics(attack_accuracies(images, self.requested, self.target, self.evaluator,
+                                                   private_digits(self.cfg)))
+        self.records = [r for r in self.records if r["epoch"] < epoch] + [{"epoch": epoch, **metrics}]
+        write_json_atomic(self.records, self.path)
+        for key, value in metrics.items():
+            self.logger.scalar(f"attack/{key}", value, epoch)
+        self.logger.commit()
+        print(f"  epoch {epoch}: " + " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items()))
 
 
-def judge_images(images, requested, target, evaluator, digits, aux_images=None):
+def read_monitor(run_dir):
+    """The monitor's records of a run ([] when it has none)."""
+    path = Path(run_dir) / MONITOR
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def with_monitor(history, records):
+    """The attack's per-epoch losses with the monitor's accuracies of the same epoch (older runs kept both in one)."""
+    by_epoch = {r["epoch"]: r for r in records}
+    return [dict(h, **by_epoch.get(h["epoch"], {})) for h in history]
+
+
+def judge_images(images, requested, target, evaluator, digits, aux_images=None, judge=None):
     """Every metric of images in [0, 1] meant as the requested target labels (digits[requested]); knn_aux when
-    the aux images are given."""
+    the aux images are given, the held-out judge's numbers (metrics["judge"]) when a judge is."""
     metrics = attack_accuracies(images, requested, target, evaluator, digits)
     asked = torch.tensor(digits)[requested]
     metrics.update({key: v for key, v in evaluator.metrics(images, asked, digits).items() if key not in metrics})
     if aux_images is not None:
         metrics["knn_aux"] = evaluator.nearest(images, to_unit(aux_images))
+    if judge is not None:
+        metrics["judge"] = judge.metrics(images, asked)
     return metrics
 
 
-def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None):
+class HeldoutJudge:
+    """The held-out judge with the private train images each digit's samples are compared with."""
+
+    def __init__(self, model, info, digits, reference):
+        self.model, self.info, self.digits, self.reference = model, info, tuple(digits), reference
+
+    def metrics(self, images01, asked_digits):
+        return judge_metrics(self.model, images01, asked_digits, self.digits, self.reference)
+
+
+def judge_stage(flags, data, device, digits):
+    """The held-out judge (--judge heldout) or None: (judge, its info with reference rows for results.json).
+
+    Reference rows: other private train images of each digit (the ceiling) and uniform noise (the floor).
+    """
+    if flags.get("judge", "none") == "none":
+        return None, None
+    splits = judge_splits(flags["protocol"], flags["aux_split"])
+    seed = flags.get("judge_seed", 0)
+    path = judge_path(flags["data_dir"], seed, splits, flags["dry_run"], flags["model_dir"])
+    model, info = load_judge(data, splits, seed, device, path, dry_run=flags["dry_run"])
+    per_digit = flags["n_eval_per_class"]
+    picks = private_reference(data["train"], digits, 2 * per_digit)  # first half: the reference, second: the ceiling
+    judge = HeldoutJudge(model, info, digits, {d: x[:per_digit] for d, x in picks.items()})
+    asked = torch.tensor(digits).repeat_interleave(per_digit)
+    real = torch.cat([x[per_digit:2 * per_digit] for x in picks.values()])
+    real_asked = torch.cat([torch.full((len(x[per_digit:2 * per_digit]),), d) for d, x in picks.items()])
+    noise = torch.rand(len(asked), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    reference = {"real_private_other": _headline(judge.metrics(to_unit(real), real_asked)),
+                 "uniform_noise": _headline(judge.metrics(noise, asked))}
+    overall, per = _private_accuracy(model, data["train"], digits, flags["dry_run"])
+    return judge, dict(info, path=str(path), accuracy_on_private_train=overall,
+                       per_digit_accuracy_on_private_train=per, reference=reference)
+
+
+def _private_accuracy(model, train, digits, dry_run):
+    """The judge's accuracy on the private train split (the digits the provider trained on): (overall, per digit)."""
+    images, labels = train
+    keep = torch.isin(labels, torch.tensor(digits))
+    images, labels = images[keep], labels[keep]
+    if dry_run:
+        images, labels = images[:200], labels[:200]
+    hit = (judge_outputs(model, to_unit(images))[1] == labels).float()
+    return hit.mean().item(), [hit[labels == d].mean().item() if (labels == d).any() else float("nan") for d in digits]
+
+
+def _headline(m):
+    """A judge row without its per-digit detail."""
+    return {k: v for k, v in m.items() if k not in ("per_digit", "counts")}
+
+
+def final_evaluation(cfg, g, target, evaluator, paths, device, aux_images=None, judge=None):
     """Metrics on n_eval_per_class samples per class from fixed noise, and the final grid: (metrics, grid images)."""
     rescale = bfm.RESCALE_OUTPUT[cfg["flags"]["variant"]]
     noise, requested = eval_requests(cfg, device)
     images = sampling.generator_images(g, requested, noise, rescale)
-    metrics = judge_images(images, requested, target, evaluator, private_digits(cfg), aux_images)
+    metrics = judge_images(images, requested, target, evaluator, private_digits(cfg), aux_images, judge)
     grid_images = sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), sample_noise(cfg, device),
                                             rescale)
     save_grid(grid_images, paths["samples"] / "final_grid.png")
@@ -81,13 +165,14 @@ def surrogate_report(surrogate, info, target, val_images):
 
 
 def build_results(target_info, cfg, queries, metrics, surrogate, reference, evaluator_info, history, seconds,
-                  controls=None):
+                  controls=None, judge_info=None):
     """results.json, the same for a finished run and for --evaluate."""
     flags = cfg["flags"]
     return {"protocol": flags["protocol"], "private_digits": list(private_digits(cfg)), "target": target_info,
             "attack": {"variant": flags["variant"], "queries": queries, "query_budget": flags["query_budget"],
                        **metrics, "surrogate": surrogate},
-            "controls": controls or {}, "reference": reference, "evaluator": evaluator_info, "history": history,
+            "controls": controls or {}, "reference": reference, "evaluator": evaluator_info, "judge": judge_info,
+            "history": history,
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
@@ -120,8 +205,11 @@ def write_results(paths, results, grid_images, suffix=""):
     print(f"attack accuracy: {metrics['accuracy_by_evaluator']:.3f} by the evaluator, "
           f"{metrics['accuracy_by_target']:.3f} by the target; FID_eval {metrics['fid_evaluator']:.2f}, "
           f"KNN {metrics['knn_dist']:.2f}; results in {paths['run'] / name}")
+    if "judge" in metrics:
+        print(f"  held-out judge: accuracy {metrics['judge']['accuracy']:.3f}, coverage {metrics['judge']['coverage']:.3f}")
     for control, row in results.get("controls", {}).items():
-        print(f"  control {control}: {row['accuracy_by_evaluator']:.3f} by the evaluator")
+        by_judge = f", {row['judge']['accuracy']:.3f} by the held-out judge" if "judge" in row else ""
+        print(f"  control {control}: {row['accuracy_by_evaluator']:.3f} by the evaluator{by_judge}")
 
 
 SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator"), ("attack", "accuracy_by_target"),

@@ -78,3 +78,13 @@ def nearest_distance(gen_feats, ref_feats, chunk=2000):
 def scalar_metrics(m):
     """The metrics without their per-class lists."""
     return {k: v for k, v in m.items() if not k.startswith("per_class")}
+
+
+def wilson_interval(successes, n, z=1.959964):
+    """Wilson score interval (95 % by default) of a binomial proportion: (low, high); (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

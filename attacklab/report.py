@@ -52,12 +52,12 @@ def write_report(history, metrics, grid_images, reference, path, digits=None):
     from torchvision.utils import make_grid
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    epochs = [h["epoch"] for h in history]
     n_classes = len(metrics["per_class_accuracy_by_evaluator"])
     digits = list(range(n_classes)) if digits is None else list(digits)
     for key, label in (("accuracy_by_target", "judged by the target"),
                        ("accuracy_by_evaluator", "judged by the evaluator")):
-        axes[0].plot(epochs, [h[key] for h in history], marker="o", label=label)
+        measured = [h for h in history if key in h]  # epochs the experimenter's monitor measured
+        axes[0].plot([h["epoch"] for h in measured], [h[key] for h in measured], marker="o", label=label)
     axes[0].axhline(reference["real_test"]["accuracy_by_evaluator"], ls="--", c="gray", label="real test images")
     axes[0].axhline(1 / n_classes, ls=":", c="gray", label="chance")
     axes[0].set(xlabel="GAN epoch", ylabel="attack accuracy", ylim=(0, 1.02), title="requested class recognised")

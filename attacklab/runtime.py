@@ -145,6 +145,7 @@ CHECKPOINT_SCHEMAS = {
     "gan_weights": ("g", "d", "epoch", "config"),
     "surrogate": ("model", "info"),
     "evaluator": ("model", "seed", "data", "test_accuracy", "train_feats", "reference", "dry_run"),
+    "judge": ("model", "seed", "data", "info"),
 }
 
 

@@ -60,7 +60,7 @@ def test_the_count_survives_a_checkpoint():
 def test_the_attack_stage_takes_no_target_or_evaluator():
     names = set(inspect.signature(attack.run_inversion).parameters)
     assert {"api", "aux_images"} <= names
-    assert not names & {"target", "evaluator", "judge", "model", "data"}
+    assert not names & {"target", "evaluator", "judge", "model", "data", "monitor"}
 
 
 @pytest.mark.parametrize("variant", ["corrected", "blog"])
@@ -75,7 +75,7 @@ def test_the_attack_reaches_the_target_only_through_the_api(tmp_path, variant):
            "flags": {"variant": variant, "dim_initial_vec": 8, "gan_batch_size": 10, "epochs_gan": 2,
                      "ngpu": 0, "checkpoint_every": 1, "protocol": "same"}}
     logger = Logger(tmp_path / "tb")
-    outcome = attack.run_inversion(cfg, api, images, paths, CPU, logger, monitor=None)
+    outcome = attack.complete(attack.run_inversion(cfg, api, images, paths, CPU, logger))
     logger.close()
     assert target.images_seen == api.queries  # nothing reached the target but through the API
     # blog: 3 batches of 10 per epoch, every fake sent: 3 G steps + 1 D step (even iterations only)

@@ -1,0 +1,158 @@
+"""Results tables from run folders: every judge, every control, seeds pooled.
+
+    python -m attacklab.tables runs/heldout/d56789 runs/heldout/odd ...
+
+Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluator<E>.json from
+--evaluate --evaluator_seed E) or one run folder. Prints, per folder: the attack and its controls by
+the held-out judge and by each evaluator seed found (mean ± sample std over seeds), how many (seed,
+digit) cells fall below 0.5, density and coverage; then per digit the pass counts pooled over seeds
+with a Wilson 95 % interval. Samples of one cell are not independent draws (G draws nearly one shape
+per digit): the cells are the honest unit, and the pooled interval is narrower than the truth.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from attacklab.metrics import wilson_interval
+
+ROWS = (("attack", "attack"), ("no_leak", "no-leak API"), ("ignorant", "ignorant target"),
+        ("aux_as_labelled", "aux as labelled"), ("mi_face", "MI-FACE (white box)"))
+BAR = 0.5
+
+
+def seed_folders(run_dir):
+    """[(seed or None, folder)] of a --seeds folder, or of one run folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / "results.json").is_file():
+        return [(None, run_dir)]
+    found = [(int(p.name.split("_")[1]), p) for p in run_dir.glob("seed_*") if (p / "results.json").is_file()]
+    return sorted(found, key=lambda sp: sp[0])
+
+
+def load_runs(run_dir):
+    """{seed: {evaluator seed: results}}: results.json under its run's own evaluator seed, and every results_evaluator<E>.json."""
+    runs = {}
+    for seed, folder in seed_folders(run_dir):
+        own = json.loads((folder / "results.json").read_text())
+        by_eval = {own["evaluator"]["seed"]: own}
+        for path in folder.glob("results_evaluator*.json"):
+            by_eval[int(path.stem.removeprefix("results_evaluator"))] = json.loads(path.read_text())
+        runs[seed] = by_eval
+    return runs
+
+
+def row_of(results, key):
+    """The attack's or one control's metrics (None when the run has no such control)."""
+    return results["attack"] if key == "attack" else results.get("controls", {}).get(key)
+
+
+def mean_std(values, digits=3):
+    """'m ± s' over seeds (sample std); one value alone; '—' for none."""
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(values) == 0:
+        return "—"
+    return f"{values.mean():.{digits}f}" if len(values) == 1 else f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def own_results(runs):
+    """[results of each seed under its own evaluator] (where the judge's numbers live)."""
+    return [min(by_eval.items())[1] if 0 not in by_eval else by_eval[0] for by_eval in runs.values()]
+
+
+def judge_rows(results_list, key):
+    """The held-out judge's metrics of one row in each seed that has them."""
+    rows = [row_of(r, key) for r in results_list]
+    return [m["judge"] for m in rows if m is not None and "judge" in m]
+
+
+def pooled_by_digit(judged, digits):
+    """Per digit: passes and samples summed over seeds, the Wilson 95 % interval, the cells below the bar."""
+    out = {}
+    for i, d in enumerate(digits):
+        passed = sum(j["counts"][i][0] for j in judged)
+        n = sum(j["counts"][i][1] for j in judged)
+        cells = [j["per_digit"][str(d)]["accuracy"] for j in judged]
+        out[d] = {"passed": passed, "n": n, "wilson95": list(wilson_interval(passed, n)),
+                  "cells_below": sum(c < BAR for c in cells), "cells": len(cells),
+                  **{k: float(np.mean([j["per_digit"][str(d)][k] for j in judged]))
+                     for k in ("density", "coverage", "any_private")}}
+    return out
+
+
+def cells_below(judged):
+    """(cells below the bar, all cells) over seeds and digits."""
+    cells = [p["accuracy"] for j in judged for p in j["per_digit"].values()]
+    return sum(c < BAR for c in cells), len(cells)
+
+
+def summary_table(run_dirs):
+    """One line per folder: the attack and its controls by the held-out judge and by each evaluator seed."""
+    lines = ["| runs | private digits | seeds | target test acc. | judge acc. on private train | attack, judge | "
+             "attack, evaluator seeds | cells < 0.5 (judge) | coverage | density | no-leak, judge | "
+             "ignorant, judge (any private) | aux as labelled, judge | MI-FACE, judge |",
+             "| --- |" + " --- |" * 13]
+    for run_dir in run_dirs:
+        runs = load_runs(run_dir)
+        if not runs:
+            continue
+        own = own_results(runs)
+        digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
+        judged = judge_rows(own, "attack")
+        eval_seeds = sorted({e for by_eval in runs.values() for e in by_eval})
+        by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for by in runs.values() if e in by])}"
+                             f" ({e})" for e in eval_seeds)
+        below, total = cells_below(judged) if judged else (None, None)
+        ignorant = judge_rows(own, "ignorant")
+        cells = [Path(run_dir).as_posix(), " ".join(map(str, digits)), " ".join(str(s) for s in runs),
+                 mean_std([r["target"]["test_accuracy"] for r in own]),
+                 mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
+                 mean_std([j["accuracy"] for j in judged]), by_eval,
+                 f"{below} of {total}" if judged else "—",
+                 mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
+                 mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),
+                 (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
+                  if ignorant else "—"),
+                 mean_std([j["accuracy"] for j in judge_rows(own, "aux_as_labelled")]),
+                 mean_std([j["accuracy"] for j in judge_rows(own, "mi_face")])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def digit_table(run_dirs, key="attack"):
+    """Per digit of each folder: the row's passes pooled over seeds, Wilson 95 %, cells below 0.5, density, coverage."""
+    lines = ["| runs | digit | passed / samples (pooled) | Wilson 95 % | cells < 0.5 | density | coverage | "
+             "judged any private digit |", "| --- |" + " --- |" * 7]
+    for run_dir in run_dirs:
+        runs = load_runs(run_dir)
+        own = own_results(runs) if runs else []
+        judged = judge_rows(own, key)
+        if not judged:
+            continue
+        for d, p in pooled_by_digit(judged, own[0]["private_digits"]).items():
+            lines.append(f"| {Path(run_dir).as_posix()} | {d} | {p['passed']} / {p['n']} | "
+                         f"{p['wilson95'][0]:.2f}–{p['wilson95'][1]:.2f} | {p['cells_below']} of {p['cells']} | "
+                         f"{p['density']:.2f} | {p['coverage']:.2f} | {p['any_private']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", help="--seeds folders (or run folders)")
+    p.add_argument("--digits_of", default="attack", help="the row whose per-digit table is printed (attack, no_leak, ...)")
+    args = p.parse_args(argv)
+    missing = [d for d in args.run_dirs if not seed_folders(d)]
+    if missing:
+        print(f"tables: {', '.join(missing)} hold no finished run (no results.json, no seed_*/results.json); "
+              "pass folders written by main.py", file=sys.stderr)
+        return 2
+    print(summary_table(args.run_dirs))
+    print()
+    print(digit_table(args.run_dirs, args.digits_of))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
