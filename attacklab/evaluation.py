@@ -20,6 +20,7 @@ from attacklab.metrics import accuracy_by_class, scalar_metrics
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid, write_report
 from attacklab.runtime import write_json_atomic
+from attacklab.tables import cells_below, pooled_by_digit
 
 MONITOR = "monitor.json"
 
@@ -217,16 +218,36 @@ SUMMARY_KEYS = (("target", "test_accuracy"), ("attack", "accuracy_by_evaluator")
 
 
 def summarise(all_results, path):
-    """Mean ± std over seeds of the headline metrics (and of each control's accuracy), printed and written to path."""
+    """Mean ± std over seeds of the headline metrics (and of each control's accuracy, by the evaluator and the
+    held-out judge), the judge's passes per digit pooled over seeds with Wilson intervals; printed and written to path."""
     summary = {}
     first = next(iter(all_results.values()))
     keys = list(SUMMARY_KEYS) + [("controls", c) for c in first.get("controls", {})]
     for section, key in keys:
         pick = (lambda r: r[section][key]["accuracy_by_evaluator"]) if section == "controls" else (
             lambda r: r[section][key])
-        values = torch.tensor([pick(r) for r in all_results.values()], dtype=torch.float64)
-        std = values.std().item() if len(values) > 1 else 0.0
-        summary[f"{section}.{key}"] = {"mean": values.mean().item(), "std": std, "values": values.tolist()}
-        print(f"{section}.{key}: {values.mean().item():.4f} ± {std:.4f} over seeds {list(all_results)}")
-    write_json_atomic({"seeds": list(all_results), "summary": summary}, path)
+        summary[f"{section}.{key}"] = _mean_std(f"{section}.{key}", [pick(r) for r in all_results.values()],
+                                                list(all_results))
+    pooled = None
+    if all("judge" in r["attack"] for r in all_results.values()):
+        for name in ["attack"] + [c for c in first.get("controls", {}) if "judge" in first["controls"][c]]:
+            rows = [r["attack"] if name == "attack" else r["controls"][name] for r in all_results.values()]
+            summary[f"judge.{name}"] = _mean_std(f"{name} by the held-out judge", [m["judge"]["accuracy"] for m in rows],
+                                                 list(all_results))
+        judged = [r["attack"]["judge"] for r in all_results.values()]
+        pooled = {str(d): p for d, p in pooled_by_digit(judged, first["private_digits"]).items()}
+        below, total = cells_below(judged)
+        print(f"held-out judge: {below} of {total} (seed, digit) cells below 0.5; per digit, pooled over seeds: "
+              + ", ".join(f"{d} {p['passed']}/{p['n']} [{p['wilson95'][0]:.2f}, {p['wilson95'][1]:.2f}]"
+                          for d, p in pooled.items()))
+        summary["judge.cells_below_0.5"] = {"cells": below, "of": total}
+    write_json_atomic({"seeds": list(all_results), "summary": summary, "judge_pooled_by_digit": pooled}, path)
     return summary
+
+
+def _mean_std(name, values, seeds):
+    """{'mean', 'std' (sample), 'values'} of one metric over seeds, printed."""
+    values = torch.tensor(values, dtype=torch.float64)
+    std = values.std().item() if len(values) > 1 else 0.0
+    print(f"{name}: {values.mean().item():.4f} ± {std:.4f} over seeds {seeds}")
+    return {"mean": values.mean().item(), "std": std, "values": values.tolist()}

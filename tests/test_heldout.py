@@ -155,10 +155,12 @@ def _fake_run(folder, seed, per_digit_passes, n=10, digits=(5, 6, 7, 8, 9)):
                "judge": {"accuracy_on_private_train": 0.99},
                "evaluator": {"seed": 0},
                "attack": {"accuracy_by_evaluator": 0.8, "per_class_accuracy_by_evaluator": [0.8] * 5,
+                          "accuracy_by_target": 1.0, "fid_evaluator": 9.0, "knn_dist": 9.0,
                           "judge": judged(per_digit_passes)},
                "controls": {"no_leak": {"accuracy_by_evaluator": 0.1, "judge": judged([1] * 5)}}}
     (folder / f"seed_{seed}").mkdir(parents=True)
     (folder / f"seed_{seed}" / "results.json").write_text(json.dumps(results))
+    return results
 
 
 def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
@@ -171,6 +173,15 @@ def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
     low, high = wilson_interval(14, 20)
     assert f"{low:.2f}–{high:.2f}" in out
     assert tables.main([str(tmp_path / "empty")]) == 2
+
+
+def test_a_seeds_summary_pools_the_judges_counts(tmp_path):
+    runs = {1: _fake_run(tmp_path / "split", 1, [10, 10, 4, 10, 10]), 2: _fake_run(tmp_path / "split", 2, [10] * 5)}
+    summary = evaluation.summarise(runs, tmp_path / "seeds_summary.json")
+    written = json.loads((tmp_path / "seeds_summary.json").read_text())
+    assert written["judge_pooled_by_digit"]["7"]["passed"] == 14 and written["judge_pooled_by_digit"]["7"]["n"] == 20
+    assert summary["judge.cells_below_0.5"] == {"cells": 1, "of": 10}
+    assert summary["judge.no_leak"]["mean"] == pytest.approx(0.1)
 
 
 def test_the_ignorant_target_knows_letters_only(tmp_path):
