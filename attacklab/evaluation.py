@@ -64,7 +64,9 @@ class Monitor:
         write_json_atomic(self.records, self.path)
         for key, value in metrics.items():
             self.logger.scalar(f"attack/{key}", value, epoch)
-        self.logger.commit()
+        flags = self.cfg["flags"]
+        if epoch % flags["checkpoint_every"] == 0 or epoch == flags["epochs_gan"]:
+            self.logger.commit()  # as the attack does: only what a checkpoint stands behind
         print(f"  epoch {epoch}: " + " ".join(f"{k.replace('accuracy_by_', 'acc/')} {v:.3f}" for k, v in metrics.items()))
 
 

@@ -18,7 +18,8 @@ from attacklab.data import CACHE_DIR, N_CLASSES, random_affine, to_unit
 from attacklab.metrics import tensor_digest, wilson_interval
 from attacklab.runtime import save_checkpoint, seeded_fork
 
-JUDGE_EPOCHS = 8
+JUDGE_STEPS = 1250  # about 8 epochs over val + test (20,000 images); a smaller set gets more epochs
+JUDGE_VERSION = 1  # the training above; a cached judge of another version is trained again
 JUDGE_BATCH = 128
 NN_K = 5  # Naeem et al. 2020's k for density and coverage
 
@@ -59,12 +60,13 @@ def judge_splits(protocol, aux_split):
     return [s for s in ("val", "test") if not (protocol == "same" and s == aux_split)]
 
 
-def train_judge_net(images, labels, seed, device, epochs=JUDGE_EPOCHS, dry_run=False):
-    """Train JudgeNet on uint8 images (N, 28, 28) and their digits; returns the model in eval mode."""
+def train_judge_net(images, labels, seed, device, steps=JUDGE_STEPS, dry_run=False):
+    """Train JudgeNet on uint8 images (N, 28, 28) and their digits for about `steps` steps (whole epochs);
+    returns the model in eval mode."""
     with seeded_fork(seed, device):
         model = JudgeNet().to(device)
         steps_per_epoch = 1 if dry_run else math.ceil(len(images) / JUDGE_BATCH)
-        epochs = 1 if dry_run else epochs
+        epochs = 1 if dry_run else math.ceil(steps / steps_per_epoch)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
         model.train()
@@ -108,7 +110,8 @@ def load_judge(data, splits, seed, device, path, dry_run=False, log=print):
     if path.is_file():
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            if ckpt.get("kind") == "judge" and ckpt["seed"] == seed and ckpt["data"] == digest:
+            if (ckpt.get("kind") == "judge" and ckpt["seed"] == seed and ckpt["data"] == digest
+                    and ckpt["info"].get("version", 1) == JUDGE_VERSION):
                 model = JudgeNet()
                 model.load_state_dict(ckpt["model"])
                 return model.to(device).eval().requires_grad_(False), ckpt["info"]
@@ -120,7 +123,7 @@ def load_judge(data, splits, seed, device, path, dry_run=False, log=print):
     if dry_run:
         x_train, y_train = x_train[:200], y_train[:200]
     hit = (judge_outputs(model, to_unit(x_train))[1] == y_train).float()
-    info = {"seed": seed, "trained_on": list(splits), "n_train_images": len(images),
+    info = {"seed": seed, "version": JUDGE_VERSION, "trained_on": list(splits), "n_train_images": len(images),
             "accuracy_on_train_split": hit.mean().item(),
             "per_digit_accuracy_on_train_split": [hit[y_train == d].mean().item() for d in range(N_CLASSES)]}
     path.parent.mkdir(parents=True, exist_ok=True)

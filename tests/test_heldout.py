@@ -253,3 +253,27 @@ def test_nothing_the_attack_receives_reaches_a_private_image_or_the_targets_weig
     outcome = attack.complete(attack.run_inversion(*view[:4], CPU, logger, 1), lambda e, g: handed.append(e))
     logger.close()
     assert handed == [1] and outcome.g is not None and api.queries > 0
+
+
+def test_main_speaks_in_the_real_digits_of_a_split(shared_tree, tmp_path):
+    from PIL import Image
+    from test_main import dry_run_args, main_py
+    run = tmp_path / "split"
+    main_py(*dry_run_args(shared_tree, run, "--protocol", "disjoint", "--private_digits", "9", "2", "5", "8", "6",
+                          "--epochs_gan", 1, "--controls", "no_leak"))
+    results = json.loads((run / "results.json").read_text())
+    assert results["private_digits"] == [2, 5, 6, 8, 9]
+    assert json.loads((run / "config.json").read_text())["flags"]["private_digits"] == [2, 5, 6, 8, 9]
+    assert set(results["attack"]["judge"]["per_digit"]) == {"2", "5", "6", "8", "9"}
+    assert 0.0 <= results["judge"]["accuracy_on_private_train"] <= 1.0 and "train" not in results["judge"]["trained_on"]
+    assert "judge" in results["controls"]["no_leak"] and len(results["attack"]["per_class_accuracy_by_evaluator"]) == 5
+    assert [r["epoch"] for r in json.loads((run / "monitor.json").read_text())] == [1]
+    with Image.open(run / "samples" / "final_grid.png") as grid:
+        assert grid.size == (302, 152)  # five rows, one per private digit
+
+
+def test_main_refuses_a_split_for_another_protocol_in_one_line(tmp_path):
+    from test_main import main_py
+    proc = main_py("--private_digits", "1", "2", "--run_dir", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--protocol disjoint" in proc.stderr
+    assert not (tmp_path / "r").exists()
