@@ -20,10 +20,11 @@ import torch.nn.functional as F
 import bf_mnist as bfm
 from attacklab import attack, evaluation
 from attacklab.api import PredictionAPI
-from attacklab.classifiers import predict_labels
+from attacklab.classifiers import classifier_accuracy, predict_labels, train_classifier_epoch
 from attacklab.data import CACHE_DIR, to_unit
 from attacklab.report import Logger, save_grid
-from attacklab.runtime import UserError, write_json_atomic
+from attacklab.letters import load_letters
+from attacklab.runtime import UserError, seeded_fork, write_json_atomic
 
 CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face", "ignorant")
 IGNORANT_LETTERS = 20000  # rendered with seed 1 (the letters protocol's aux set is seed 0); the first k capitals kept
@@ -173,9 +174,6 @@ def _mi_face(cfg, ctx):
 
 def ignorant_target(k, cache_dir, device, dry_run=False, seed=0):
     """A TargetModel with k outputs trained on the capitals A, B, ... (k of them): (model, held-out accuracy)."""
-    from attacklab.classifiers import classifier_accuracy, train_classifier_epoch
-    from attacklab.letters import load_letters
-    from attacklab.runtime import seeded_fork
     images, letters = load_letters(cache_dir, 200 if dry_run else IGNORANT_LETTERS, seed=1)
     keep = letters < k  # LETTERS starts with the capitals
     images, labels = images[keep], letters[keep]

@@ -12,10 +12,10 @@ import bf_mnist as bfm
 from attacklab import sampling
 from attacklab.attack import n_classes, sample_noise
 from attacklab.classifiers import predict_labels
-from attacklab.data import CACHE_DIR, to_unit
-from attacklab.data import IMAGE_SIZE
+from attacklab.data import CACHE_DIR, IMAGE_SIZE, N_CLASSES, to_unit
 from attacklab.evaluator import load_evaluator, reference_rows
-from attacklab.judge import judge_metrics, judge_outputs, judge_path, judge_splits, load_judge, private_reference
+from attacklab.judge import (judge_metrics, judge_path, judge_splits, load_judge, private_reference,
+                             reference_features)
 from attacklab.metrics import accuracy_by_class, scalar_metrics
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid, write_report
@@ -96,10 +96,11 @@ def judge_images(images, requested, target, evaluator, digits, aux_images=None, 
 
 
 class HeldoutJudge:
-    """The held-out judge with the private train images each digit's samples are compared with."""
+    """The held-out judge with the features of the private train images each digit's samples are compared with."""
 
     def __init__(self, model, info, digits, reference):
-        self.model, self.info, self.digits, self.reference = model, info, tuple(digits), reference
+        self.model, self.info, self.digits = model, info, tuple(digits)
+        self.reference = reference_features(model, reference)  # once, not per judged set
 
     def metrics(self, images01, asked_digits):
         return judge_metrics(self.model, images01, asked_digits, self.digits, self.reference)
@@ -110,35 +111,33 @@ def judge_stage(flags, data, device, digits):
 
     Reference rows: other private train images of each digit (the ceiling) and uniform noise (the floor).
     """
-    if flags.get("judge", "none") == "none":
+    if flags["judge"] == "none":
         return None, None
     splits = judge_splits(flags["protocol"], flags["aux_split"])
-    seed = flags.get("judge_seed", 0)
-    path = judge_path(flags["data_dir"], seed, splits, flags["dry_run"], flags["model_dir"])
-    model, info = load_judge(data, splits, seed, device, path, dry_run=flags["dry_run"])
+    path = judge_path(flags["data_dir"], flags["judge_seed"], splits, flags["dry_run"], flags["model_dir"])
+    model, info = load_judge(data, splits, flags["judge_seed"], device, path, dry_run=flags["dry_run"])
     per_digit = flags["n_eval_per_class"]
     picks = private_reference(data["train"], digits, 2 * per_digit)  # first half: the reference, second: the ceiling
     judge = HeldoutJudge(model, info, digits, {d: x[:per_digit] for d, x in picks.items()})
+    ceiling = {d: x[per_digit:] for d, x in picks.items()}
+    real = torch.cat(list(ceiling.values()))
+    real_asked = torch.cat([torch.full((len(x),), d) for d, x in ceiling.items()])
     asked = torch.tensor(digits).repeat_interleave(per_digit)
-    real = torch.cat([x[per_digit:2 * per_digit] for x in picks.values()])
-    real_asked = torch.cat([torch.full((len(x[per_digit:2 * per_digit]),), d) for d, x in picks.items()])
     noise = torch.rand(len(asked), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
     reference = {"real_private_other": _headline(judge.metrics(to_unit(real), real_asked)),
                  "uniform_noise": _headline(judge.metrics(noise, asked))}
-    overall, per = _private_accuracy(model, data["train"], digits, flags["dry_run"])
+    overall, per = _private_accuracy(info, data["train"][1], digits, flags["dry_run"])
     return judge, dict(info, path=str(path), accuracy_on_private_train=overall,
                        per_digit_accuracy_on_private_train=per, reference=reference)
 
 
-def _private_accuracy(model, train, digits, dry_run):
-    """The judge's accuracy on the private train split (the digits the provider trained on): (overall, per digit)."""
-    images, labels = train
-    keep = torch.isin(labels, torch.tensor(digits))
-    images, labels = images[keep], labels[keep]
-    if dry_run:
-        images, labels = images[:200], labels[:200]
-    hit = (judge_outputs(model, to_unit(images))[1] == labels).float()
-    return hit.mean().item(), [hit[labels == d].mean().item() if (labels == d).any() else float("nan") for d in digits]
+def _private_accuracy(info, train_labels, digits, dry_run):
+    """The judge's accuracy on the private train split, from its per-digit accuracy on the train split: (overall,
+    per digit). A dry run's judge was measured on the first 200 train images."""
+    counts = torch.bincount(train_labels[:200] if dry_run else train_labels, minlength=N_CLASSES)
+    per = [info["per_digit_accuracy_on_train_split"][d] for d in digits]
+    n = [counts[d].item() for d in digits]
+    return sum(a * k for a, k in zip(per, n) if k) / max(sum(n), 1), per
 
 
 def _headline(m):

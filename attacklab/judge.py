@@ -153,14 +153,18 @@ def private_reference(private_train, digits, per_digit, seed=0):
     return out
 
 
-def judge_metrics(model, images01, asked, digits, reference):
+def reference_features(model, reference):
+    """{digit: judge features} of the reference images {digit: uint8 images}."""
+    return {d: judge_outputs(model, to_unit(x))[0] for d, x in reference.items()}
+
+
+def judge_metrics(model, images01, asked, digits, ref):
     """What the held-out judge says of images meant as the digits `asked` (N,), per digit in the order of digits.
 
     accuracy: judged as the asked digit; any_private: judged as any private digit; density and coverage
-    of each digit's images against the private train images of that digit (reference), in judge features.
+    of each digit's images against the private train images of that digit (ref: their judge features).
     """
     feats, pred = judge_outputs(model, images01)
-    ref = {d: judge_outputs(model, to_unit(x))[0] for d, x in reference.items()}
     hit = (pred == asked).float()
     private = torch.isin(pred, torch.tensor(digits))
     per, counts = [], []

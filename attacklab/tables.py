@@ -33,14 +33,15 @@ def seed_folders(run_dir):
 
 
 def load_runs(run_dir):
-    """{seed: {evaluator seed: results}}: results.json under its run's own evaluator seed, and every results_evaluator<E>.json."""
+    """{seed: (its results.json, {evaluator seed: results})}: the run's own file under its own evaluator seed, and
+    every results_evaluator<E>.json."""
     runs = {}
     for seed, folder in seed_folders(run_dir):
         own = json.loads((folder / "results.json").read_text())
         by_eval = {own["evaluator"]["seed"]: own}
         for path in folder.glob("results_evaluator*.json"):
             by_eval[int(path.stem.removeprefix("results_evaluator"))] = json.loads(path.read_text())
-        runs[seed] = by_eval
+        runs[seed] = (own, by_eval)
     return runs
 
 
@@ -58,8 +59,8 @@ def mean_std(values, digits=3):
 
 
 def own_results(runs):
-    """[results of each seed under its own evaluator] (where the judge's numbers live)."""
-    return [min(by_eval.items())[1] if 0 not in by_eval else by_eval[0] for by_eval in runs.values()]
+    """[each seed's own results.json] (its judge's numbers, its controls)."""
+    return [own for own, _ in runs.values()]
 
 
 def judge_rows(results_list, key):
@@ -101,8 +102,8 @@ def summary_table(run_dirs):
         own = own_results(runs)
         digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
         judged = judge_rows(own, "attack")
-        eval_seeds = sorted({e for by_eval in runs.values() for e in by_eval})
-        by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for by in runs.values() if e in by])}"
+        eval_seeds = sorted({e for _, by_eval in runs.values() for e in by_eval})
+        by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for _, by in runs.values() if e in by])}"
                              f" ({e})" for e in eval_seeds)
         below, total = cells_below(judged) if judged else (None, None)
         ignorant = judge_rows(own, "ignorant")

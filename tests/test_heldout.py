@@ -13,7 +13,8 @@ from attacklab import attack, evaluation, tables
 from attacklab.api import PredictionAPI
 from attacklab.controls import ignorant_target, validate_controls
 from attacklab.data import to_unit
-from attacklab.judge import JudgeNet, density_coverage, judge_metrics, judge_splits, load_judge
+from attacklab.judge import (JudgeNet, density_coverage, judge_metrics, judge_splits, load_judge,
+                             reference_features)
 from attacklab.metrics import wilson_interval
 from attacklab.protocols import disjoint_protocol, private_digits_error, protocol_for
 from attacklab.report import Logger
@@ -138,7 +139,8 @@ def test_judge_metrics_count_per_digit_and_any_private_digit():
     reference = {d: images[digits == d] for d in SPLIT}
     asked = digits[keep].clone()
     asked[asked == 9] = 2  # the 9s are asked as 2s: wrong, but still a private digit
-    m = judge_metrics(BarReader(), to_unit(images[keep]), asked, SPLIT, reference)
+    reader = BarReader()
+    m = judge_metrics(reader, to_unit(images[keep]), asked, SPLIT, reference_features(reader, reference))
     assert math.isnan(m["per_digit"]["9"]["accuracy"])  # nothing asked as 9
     assert m["per_digit"]["2"]["accuracy"] == 0.5 and m["any_private"] == 1.0
     assert m["counts"][0] == [6, 12] and m["per_digit"]["5"]["wilson95"][1] == pytest.approx(1.0)
