@@ -18,7 +18,8 @@ from attacklab.data import CACHE_DIR, N_CLASSES, random_affine, to_unit
 from attacklab.metrics import tensor_digest, wilson_interval
 from attacklab.runtime import save_checkpoint, seeded_fork
 
-JUDGE_STEPS = 1250  # about 8 epochs over val + test (20,000 images); a smaller set gets more epochs
+JUDGE_STEPS = 1250  # about 8 epochs over val + test (20,000 images); a smaller set gets more epochs...
+JUDGE_MAX_EPOCHS = 40  # ... up to this many (a tiny test set is not trained for 1,250 epochs)
 JUDGE_VERSION = 1  # the training above; a cached judge of another version is trained again
 JUDGE_BATCH = 128
 NN_K = 5  # Naeem et al. 2020's k for density and coverage
@@ -66,7 +67,7 @@ def train_judge_net(images, labels, seed, device, steps=JUDGE_STEPS, dry_run=Fal
     with seeded_fork(seed, device):
         model = JudgeNet().to(device)
         steps_per_epoch = 1 if dry_run else math.ceil(len(images) / JUDGE_BATCH)
-        epochs = 1 if dry_run else math.ceil(steps / steps_per_epoch)
+        epochs = 1 if dry_run else min(JUDGE_MAX_EPOCHS, math.ceil(steps / steps_per_epoch))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
         model.train()
