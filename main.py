@@ -24,7 +24,7 @@ from attacklab.controls import CONTROLS, DEFAULT_CONTROLS, run_controls, validat
 from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, recipe_error, str2bool
 from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
-from attacklab.extraction import run_extraction
+from attacklab.extraction import add_extraction_arguments, run_extraction
 from attacklab.fgsm import DEFAULT_EPS, run_fgsm
 from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS, private_digits_error, protocol_for
 from attacklab.report import Logger
@@ -73,10 +73,7 @@ def build_parser():
                    help="--attack fgsm: the L-inf step sizes of the sweep")
     p.add_argument("--fgsm_target", type=int, default=None, choices=range(10), metavar="CLASS",
                    help="--attack fgsm: also measure targeted FGSM towards this class")
-    p.add_argument("--extraction_digits", type=int, nargs=2, default=[3, 5], metavar=("NEG", "POS"),
-                   help="--attack extraction: the binary logistic regression's two digits")
-    p.add_argument("--extraction_budgets", type=positive_int, nargs="+", default=[100, 1000, 10000], metavar="N",
-                   help="--attack extraction: label queries for the learning-based copy of the CNN")
+    add_extraction_arguments(p)
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="same",
                    help="who holds which images: 'same' (the article: the attacker holds the --aux_split digits), "
                         "'disjoint' (private digits 0-4, or --private_digits; the attacker holds every image of the others)")

@@ -89,5 +89,15 @@ def run_fgsm(cfg, data, target, evaluator, paths, device, logger, max_batches=No
     fgsm_figures(eps, acc, *example_rows(target, test, shown), shown, paths["run"])
     for i, e in enumerate(eps):
         print(f"eps {e:.2f}: " + ", ".join(f"{k} {v[i]:.3f}" for k, v in acc.items()))
-    return {"eps": eps, "accuracy": acc, "queries": api.queries, "surrogate_fit": fit,
+    cost = query_cost(len(own), len(test[0]), len(eps))
+    assert cost["total"] == api.queries, "the black-box attack's queries are not the ones counted"
+    print(f"black box: {cost['surrogate']} queries to fit the surrogate, {cost['clean_labels']} to label the clean "
+          f"test images, {cost['per_eps']} per eps: {cost['one_eps']} for one eps, {cost['total']} for the sweep")
+    return {"eps": eps, "accuracy": acc, "queries": api.queries, "query_cost": cost, "surrogate_fit": fit,
             "targeted_class": flags["fgsm_target"], "example_eps": shown}
+
+
+def query_cost(n_own, n_test, n_eps):
+    """The black-box attack's API queries: surrogate fit, clean labels, and one batch of adversarial images per eps."""
+    return {"surrogate": n_own, "clean_labels": n_test, "per_eps": n_test, "one_eps": n_own + 2 * n_test,
+            "total": n_own + n_test + n_eps * n_test}

@@ -103,14 +103,17 @@ def fgsm_figures(eps, accuracy, clean, adv, clean_pred, adv_pred, shown_eps, out
 
 
 def extraction_figure(rounded, out_dir):
-    """extraction_rounding.png: agreement with the API against the decimals it rounds to."""
+    """extraction_rounding.png: agreement with the API against the decimals it rounds to, per query design and budget."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for model, rows in rounded.items():
-        ax.plot([r["decimals"] for r in rows], [r["agreement"] for r in rows], marker="o", label=model)
-    ax.set(xlabel="decimals the API rounds to", ylabel="agreement with the API (test split)", ylim=(0, 1.02),
-           title="equation solving against rounded probabilities")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(rounded), figsize=(6 * len(rounded), 4.5), squeeze=False)
+    for ax, (model, rows) in zip(axes[0], rounded.items()):
+        for design, budget in dict.fromkeys((r["design"], r["budget"]) for r in rows):
+            cells = [r for r in rows if r["design"] == design and r["budget"] == budget]
+            ax.plot([r["decimals"] for r in cells], [r["agreement"] for r in cells], marker="o",
+                    label=f"{design}, {budget}(d + 1) queries")
+        ax.set(xlabel="decimals the API rounds to", ylabel="agreement with the API (its test images)", ylim=(0, 1.02),
+               title=f"equation solving against rounded probabilities: {model}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "extraction_rounding.png", dpi=80)
     plt.close(fig)

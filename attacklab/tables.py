@@ -1,6 +1,7 @@
 """Results tables from run folders: every judge, every control, seeds pooled.
 
     python -m attacklab.tables runs/heldout/d56789 runs/heldout/odd ...
+    python -m attacklab.tables runs/extraction          # an --attack extraction run: its rounding table
 
 Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluator<E>.json from
 --evaluate --evaluator_seed E) or one run folder. Prints, per folder: the attack and its controls by
@@ -139,6 +140,27 @@ def digit_table(run_dirs, key="attack"):
     return "\n".join(lines)
 
 
+def extraction_table(run_dir):
+    """An --attack extraction run's rounding table: agreement with the API per (API, query design, budget), by decimals."""
+    out = json.loads((Path(run_dir) / "results.json").read_text())["extraction"]
+    decimals = sorted({r["decimals"] for rows in out["rounded"].values() for r in rows})
+    lines = ["| API | query design | queries | " + " | ".join(f"{d} decimals" for d in decimals) + " |",
+             "| --- | --- | --- |" + " --- |" * len(decimals)]
+    for name, rows in out["rounded"].items():
+        for design, budget in dict.fromkeys((r["design"], r["budget"]) for r in rows):
+            cells = {r["decimals"]: r for r in rows if r["design"] == design and r["budget"] == budget}
+            queries = next(iter(cells.values()))["queries"]
+            lines.append(f"| {name} | {design} | {queries} = {budget}(d + 1) | "
+                         + " | ".join(f"{cells[d]['agreement']:.4f}" if d in cells else "—" for d in decimals) + " |")
+    return "\n".join(lines)
+
+
+def is_extraction(run_dir):
+    """Whether a run folder holds an --attack extraction run."""
+    path = Path(run_dir) / "results.json"
+    return path.is_file() and "extraction" in json.loads(path.read_text())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="--seeds folders (or run folders)")
@@ -149,9 +171,14 @@ def main(argv=None):
         print(f"tables: {', '.join(missing)} hold no finished run (no results.json, no seed_*/results.json); "
               "pass folders written by main.py", file=sys.stderr)
         return 2
-    print(summary_table(args.run_dirs))
-    print()
-    print(digit_table(args.run_dirs, args.digits_of))
+    for run_dir in (d for d in args.run_dirs if is_extraction(d)):
+        print(extraction_table(run_dir))
+        print()
+    inversion = [d for d in args.run_dirs if not is_extraction(d)]
+    if inversion:
+        print(summary_table(inversion))
+        print()
+        print(digit_table(inversion, args.digits_of))
     return 0
 
 

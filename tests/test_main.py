@@ -205,18 +205,26 @@ def test_fgsm_runs_on_a_saved_target(finished, data_dir, tmp_path):
         assert len(fgsm["accuracy"][key]) == 7
     # the attacker's own images labelled once, the test images once, and every adversarial batch sent
     assert fgsm["queries"] == 30 + 30 + 7 * 30  # val (its own), test once, 7 adversarial test batches
+    assert fgsm["query_cost"] == {"surrogate": 30, "clean_labels": 30, "per_eps": 30, "one_eps": 90, "total": 270}
     assert (run_dir / "fgsm_accuracy.png").is_file() and (run_dir / "fgsm_examples.png").is_file()
 
 
 def test_extraction_runs_and_recovers_the_regressions(finished, data_dir, tmp_path):
     run_dir = tmp_path / "extraction"
     main_py(*dry_run_args(data_dir, run_dir, "--attack", "extraction", "--training_flag", "false",
-                          "--train_model_dir", finished / "models" / "target_best.pt", "--extraction_budgets", 10, 20))
+                          "--train_model_dir", finished / "models" / "target_best.pt", "--extraction_budgets", 10, 20,
+                          "--extraction_queries", 1, 2, "--extraction_decimals", 3))
     out = json.loads((run_dir / "results.json").read_text())["extraction"]
     for name in ("binary", "softmax"):
         assert out[name]["queries"] == 785 and out[name]["agreement"] == 1.0
         assert out[name]["relative_param_error"] < 1e-6 and out[name]["with_d_queries"]["rank"] == 784
-        assert [r["decimals"] for r in out["rounded"][name]] == [1, 2, 3, 4, 5, 6]
+        cells = [(r["design"], r["queries"], r["decimals"]) for r in out["rounded"][name]]
+        assert cells == [(design, m * 785, 3) for design in ("uniform", "scaled", "adaptive") for m in (1, 2)]
+    from attacklab import tables
+    table = tables.extraction_table(run_dir).splitlines()  # the README's rounding table, from this run folder
+    assert table[0] == "| API | query design | queries | 3 decimals |" and len(table) == 2 + 2 * 3 * 2
+    row = out["rounded"]["softmax"][-1]
+    assert table[-1] == f"| softmax | adaptive | 1570 = 2(d + 1) | {row['agreement']:.4f} |"
     assert [r["queries"] for r in out["cnn"]] == [10, 20]
     assert (run_dir / "extraction_rounding.png").is_file()
 
