@@ -341,9 +341,15 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
 # several seeds
 # ---------------------------------------------------------------------------
 
+# flags read only by one attack: another attack's run does not differ by them
+ATTACK_FLAGS = {"fgsm": ("fgsm_eps", "fgsm_target"),
+                "extraction": ("extraction_digits", "extraction_budgets", "extraction_queries", "extraction_decimals")}
+
+
 def check_same_flags(saved_cfg, run_args, run_dir):
     """A sweep reuses a seed's earlier run only if it was made with the flags asked for now."""
-    wanted = {k: v for k, v in run_flags(run_args).items() if k not in PATH_FLAGS}
+    unread = {k for attack, keys in ATTACK_FLAGS.items() if attack != run_args.attack for k in keys}
+    wanted = {k: v for k, v in run_flags(run_args).items() if k not in PATH_FLAGS and k not in unread}
     differ = [f"--{k} {saved_cfg['flags'].get(k)} there, {v} now" for k, v in wanted.items()
               if saved_cfg["flags"].get(k) != v]
     if differ:

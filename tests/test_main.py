@@ -157,6 +157,9 @@ def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):
     assert "seed 1: reading the finished run" in out and "seed 2: reading the finished run" in out
     summary = json.loads((base / "seeds_summary.json").read_text())
     assert summary["seeds"] == [1, 2, 3] and summary["summary"]["attack.accuracy_by_evaluator"]["values"][:2] == values
+    # another attack's flags are not read by this one, so they do not make the run differ
+    out = main_py(*dry_run_args(data_dir, base, "--epochs_gan", 1, "--seeds", 1, "--extraction_decimals", 5)).stdout
+    assert "seed 1: reading the finished run" in out
     # ... but never a run made with other flags
     proc = main_py(*dry_run_args(data_dir, base, "--epochs_gan", 2, "--seeds", 1), check=False)
     assert proc.returncode == 2 and "--epochs_gan 1 there, 2 now" in proc.stderr
