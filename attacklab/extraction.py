@@ -22,8 +22,8 @@ def add_extraction_arguments(p):
                    help="--attack extraction: the binary logistic regression's two digits")
     p.add_argument("--extraction_queries", type=positive_int, nargs="+", default=[1, 2, 4], metavar="M",
                    help="--attack extraction: equation-solving budgets against rounded answers, in multiples of d + 1")
-    p.add_argument("--extraction_decimals", type=positive_int, nargs="+", default=[2, 3, 4], metavar="R",
-                   help="--attack extraction: the decimals the regressions' rounded answers keep")
+    p.add_argument("--extraction_decimals", type=positive_int, nargs="+", default=[2, 3], metavar="R",
+                   help="--attack extraction: decimals kept in the regressions' rounded answers")
     p.add_argument("--extraction_budgets", type=positive_int, nargs="+", default=[100, 1000, 10000], metavar="N",
                    help="--attack extraction: label queries for the learning-based copy of the CNN")
 
@@ -121,6 +121,7 @@ def solve(queries, answers, decimals=None, iters=300, tol=1e-10):
     total = wt.sum(1, keepdim=True).clamp_min(1e-300)  # (n, 1)
     mean = (wt.sum(1) @ a[:, :-1]) / wt.sum().clamp_min(1e-300)  # (d,): centred columns, a better-conditioned system
     a = torch.cat([a[:, :-1] - mean, a[:, -1:]], 1)
+    a_t = a.T.contiguous()  # (D, n): the transposed product is 3x faster from a contiguous copy
 
     def centred(values):  # (n, k) -> the weighted residual direction once log Z is eliminated
         wv = wt * values
@@ -128,10 +129,10 @@ def solve(queries, answers, decimals=None, iters=300, tol=1e-10):
 
     def normal(v):  # v (k - 1, D), class 0 held at 0 -> the normal operator, (k - 1, D)
         z = torch.cat([torch.zeros(len(a), 1, dtype=a.dtype), a @ v.T], 1)
-        return centred(z)[:, 1:].T @ a
+        return (a_t @ centred(z)[:, 1:]).T
 
     rhs = centred(lp)[:, 1:].T @ a
-    blocks = torch.stack([torch.cholesky_inverse(_cholesky(a.T @ (a * (wt[:, k:k + 1] * (1 - wt[:, k:k + 1] / total)))))
+    blocks = torch.stack([torch.cholesky_inverse(_cholesky(a_t @ (a * (wt[:, k:k + 1] * (1 - wt[:, k:k + 1] / total)))))
                           for k in range(1, p.shape[1])])  # (k - 1, D, D)
     precondition = lambda r: torch.einsum("kij,kj->ki", blocks, r)  # noqa: E731
     v = precondition(rhs)
@@ -170,7 +171,8 @@ def choose_scale(api, d, gen, probes=PROBES, halvings=6):
         p = api(q)
         queries.append(q)
         answers.append(p)
-        if bool(((as_classes(p) > 0) & (as_classes(p) < 1)).all()):
+        classes = as_classes(p)
+        if bool(((classes > 0) & (classes < 1)).all()):
             break
         scale /= 2
     return scale, torch.cat(queries), torch.cat(answers)
@@ -212,11 +214,14 @@ def extract_linear(model, n_queries, seed, decimals=None, design="uniform"):
     gen = torch.Generator().manual_seed(seed)
     queries, answers = query_images(design, api, model.linear.in_features, n_queries, gen, decimals)
     w, b = solve(queries, answers, decimals)
-    rank = int(torch.linalg.matrix_rank(torch.cat([queries, torch.ones(len(queries), 1, dtype=torch.float64)], 1)))
     true_w, true_b = reference_parameters(model)
     err = max((w - true_w).abs().max().item(), (b - true_b).abs().max().item())
-    return {"queries": api.queries, "rank": rank, "max_param_error": err,
-            "relative_param_error": err / max(true_w.abs().max().item(), true_b.abs().max().item())}, (w, b)
+    row = {"queries": api.queries, "max_param_error": err,
+           "relative_param_error": err / max(true_w.abs().max().item(), true_b.abs().max().item())}
+    if decimals is None:  # exact answers: whether the queries determine the parameters at all
+        row["rank"] = int(torch.linalg.matrix_rank(torch.cat([queries, torch.ones(len(queries), 1,
+                                                                                  dtype=torch.float64)], 1)))
+    return row, (w, b)
 
 
 def linear_predictions(w, b, images01):
@@ -271,6 +276,14 @@ def _equation_solving(model, own_test, seed, multiples, decimals_list):
     return row, rounded
 
 
+def by_design_and_budget(rows):
+    """Rounded-answer rows grouped as the tables show them: {(design, budget): {decimals: row}}, in run order."""
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["design"], r["budget"]), {})[r["decimals"]] = r
+    return cells
+
+
 def _cnn_copy(target, own, test01, budget, seed, device, max_batches):
     """Learning-based extraction of the CNN through its label-only API with `budget` of the attacker's images."""
     import bf_mnist as bfm
@@ -304,11 +317,9 @@ def run_extraction(cfg, data, target, paths, device, logger, max_batches=None):
         out[name] = row
         print(f"extraction {name}: {row['queries']} queries, max parameter error {row['max_param_error']:.2e}, "
               f"agreement {row['agreement']:.4f}")
-        for design in DESIGNS:
-            for multiple in flags["extraction_queries"]:
-                cells = [r for r in rounded[name] if r["design"] == design and r["budget"] == multiple]
-                print(f"extraction {name}, {design} queries, {multiple}(d + 1) of them, agreement by decimals: "
-                      + ", ".join(f"{r['decimals']}: {r['agreement']:.4f}" for r in cells))
+        for (design, multiple), cells in by_design_and_budget(rounded[name]).items():
+            print(f"extraction {name}, {design} queries, {multiple}(d + 1) of them, agreement by decimals: "
+                  + ", ".join(f"{d}: {r['agreement']:.4f}" for d, r in cells.items()))
     out["rounded"] = rounded
     own, test01 = data["val"][0], to_unit(xt)
     out["cnn"] = [_cnn_copy(target, own, test01, n, cfg["seed"], device, max_batches) for n in flags["extraction_budgets"]]

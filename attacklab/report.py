@@ -104,12 +104,12 @@ def fgsm_figures(eps, accuracy, clean, adv, clean_pred, adv_pred, shown_eps, out
 
 def extraction_figure(rounded, out_dir):
     """extraction_rounding.png: agreement with the API against the decimals it rounds to, per query design and budget."""
+    from attacklab.extraction import by_design_and_budget
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(rounded), figsize=(6 * len(rounded), 4.5), squeeze=False)
     for ax, (model, rows) in zip(axes[0], rounded.items()):
-        for design, budget in dict.fromkeys((r["design"], r["budget"]) for r in rows):
-            cells = [r for r in rows if r["design"] == design and r["budget"] == budget]
-            ax.plot([r["decimals"] for r in cells], [r["agreement"] for r in cells], marker="o",
+        for (design, budget), cells in by_design_and_budget(rows).items():
+            ax.plot(list(cells), [r["agreement"] for r in cells.values()], marker="o",
                     label=f"{design}, {budget}(d + 1) queries")
         ax.set(xlabel="decimals the API rounds to", ylabel="agreement with the API (its test images)", ylim=(0, 1.02),
                title=f"equation solving against rounded probabilities: {model}")

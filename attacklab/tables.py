@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from attacklab.extraction import by_design_and_budget
 from attacklab.metrics import wilson_interval
 
-ROWS = (("attack", "attack"), ("no_leak", "no-leak API"), ("ignorant", "ignorant target"),
-        ("aux_as_labelled", "aux as labelled"), ("mi_face", "MI-FACE (white box)"))
 BAR = 0.5
 
 
@@ -94,8 +93,9 @@ def summary_table(run_dirs):
     """One line per folder: the attack and its controls by the held-out judge and by each evaluator seed."""
     lines = ["| runs | private digits | seeds | target test acc. | judge acc. on private train | attack, judge | "
              "attack, evaluator seeds | cells < 0.5 (judge) | coverage | density | no-leak, judge | "
-             "ignorant, judge (any private) | aux as labelled, judge | MI-FACE, judge |",
-             "| --- |" + " --- |" * 13]
+             "ignorant, judge (any private) | aux as labelled, judge | MI-FACE (ART's loop, defaults), judge | "
+             "MI-FACE (stop at p 0.99, 1,000 steps), judge |",
+             "| --- |" + " --- |" * 14]
     for run_dir in run_dirs:
         runs = load_runs(run_dir)
         if not runs:
@@ -118,6 +118,7 @@ def summary_table(run_dirs):
                  (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
                   if ignorant else "—"),
                  mean_std([j["accuracy"] for j in judge_rows(own, "aux_as_labelled")]),
+                 mean_std([j["accuracy"] for j in judge_rows(own, "mi_face_art")]),
                  mean_std([j["accuracy"] for j in judge_rows(own, "mi_face")])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -147,8 +148,7 @@ def extraction_table(run_dir):
     lines = ["| API | query design | queries | " + " | ".join(f"{d} decimals" for d in decimals) + " |",
              "| --- | --- | --- |" + " --- |" * len(decimals)]
     for name, rows in out["rounded"].items():
-        for design, budget in dict.fromkeys((r["design"], r["budget"]) for r in rows):
-            cells = {r["decimals"]: r for r in rows if r["design"] == design and r["budget"] == budget}
+        for (design, budget), cells in by_design_and_budget(rows).items():
             queries = next(iter(cells.values()))["queries"]
             lines.append(f"| {name} | {design} | {queries} = {budget}(d + 1) | "
                          + " | ".join(f"{cells[d]['agreement']:.4f}" if d in cells else "—" for d in decimals) + " |")
@@ -171,10 +171,11 @@ def main(argv=None):
         print(f"tables: {', '.join(missing)} hold no finished run (no results.json, no seed_*/results.json); "
               "pass folders written by main.py", file=sys.stderr)
         return 2
-    for run_dir in (d for d in args.run_dirs if is_extraction(d)):
+    extraction = {d for d in args.run_dirs if is_extraction(d)}
+    for run_dir in (d for d in args.run_dirs if d in extraction):
         print(extraction_table(run_dir))
         print()
-    inversion = [d for d in args.run_dirs if not is_extraction(d)]
+    inversion = [d for d in args.run_dirs if d not in extraction]
     if inversion:
         print(summary_table(inversion))
         print()
