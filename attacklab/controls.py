@@ -8,7 +8,9 @@
   letters (A, B, ...), no image of any digit: an API that answers coherently and knows nothing of the
   private digits, so what the recipe draws from its own priors.
 - mi_face: Fredrikson et al. 2015, gradient ascent on the input for the target's class probability
-  (an attacker with the weights and no data).
+  (an attacker with the weights and no data), stopped at p >= 0.99 or when the cost stalls, 1,000 steps at most.
+- mi_face_art: the same ascent with ART's MIFace stopping rule at ART's defaults (10,000 steps; tested
+  against ART itself in tests/test_mi_face_art.py).
 """
 import hashlib
 import json
@@ -26,11 +28,12 @@ from attacklab.report import Logger, save_grid
 from attacklab.letters import load_letters
 from attacklab.runtime import UserError, seeded_fork, write_json_atomic
 
-CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face", "ignorant")
+CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face", "mi_face_art", "ignorant")
 IGNORANT_LETTERS = 20000  # rendered with seed 1 (the letters protocol's aux set is seed 0); the first k capitals kept
 IGNORANT_EPOCHS = 10
-DEFAULT_CONTROLS = {"same": ("aux_as_labelled", "mi_face"), "disjoint": ("no_leak", "aux_as_labelled", "mi_face"),
-                    "letters": ("no_leak", "aux_as_labelled", "mi_face")}
+DEFAULT_CONTROLS = {"same": ("aux_as_labelled", "mi_face_art", "mi_face"),
+                    "disjoint": ("no_leak", "aux_as_labelled", "mi_face_art", "mi_face"),
+                    "letters": ("no_leak", "aux_as_labelled", "mi_face_art", "mi_face")}
 
 
 def _image_keys(images01):
@@ -79,36 +82,52 @@ def aux_as_labelled(aux_images, api_labels, per_class, k, seed=0):
     return to_unit(aux_images[pick]), api_labels[pick]
 
 
-def mi_face(target, requested, max_iter=1000, learning_rate=0.1, threshold=0.99, window=100):
-    """MI-FACE from zeros (as ART's MIFace): x += lr * d p_y(x) / dx, clipped to [0, 1], per image until
-    p_y >= threshold or no improvement over `window` steps. Returns images in [0, 1].
+# MI-FACE's stopping rules, on the cost c = 1 - p_y after each step, per image (window: its last W costs)
+MI_FACE_RULES = {
+    # Fredrikson et al.: stop once p_y >= threshold or the cost no longer falls below the window's worst
+    "fredrikson": lambda cost, worst, threshold: (cost > 1 - threshold) & (cost < worst),
+    # ART 1.20's MIFace with its default batch_size=1: continue while cost <= threshold or cost >= the window's
+    # worst, i.e. stop once p_y < 1 - threshold and the cost improved; a class under 1 % at zeros takes one step
+    "art": lambda cost, worst, threshold: (cost <= threshold) | (cost >= worst),
+}
+MI_FACE_SETTINGS = {"mi_face": dict(rule="fredrikson", max_iter=1000),  # this project's loop
+                    "mi_face_art": dict(rule="art", max_iter=10000)}  # ART's MIFace at its defaults
+
+
+def mi_face(target, requested, max_iter=1000, learning_rate=0.1, threshold=0.99, window=100, rule="fredrikson"):
+    """MI-FACE from zeros: x += lr * d p_y(x) / dx, clipped to [0, 1], per image while MI_FACE_RULES[rule] holds.
+    Returns images in [0, 1].
 
     From zeros every request of a class follows the same path, so each class is inverted once and repeated.
     """
     classes, index = torch.unique(requested, return_inverse=True)
-    return _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window)[index]
+    return _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window,
+                               MI_FACE_RULES[rule])[index]
 
 
-def _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window):
-    """One MI-FACE image per class in `classes`."""
+def _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window, keep_going):
+    """One MI-FACE image per class in `classes`; only the images still going are computed."""
     device = next(target.parameters()).device
     target = target.eval()
     x = torch.zeros(len(classes), 1, 28, 28, device=device)
     y = classes.to(device)
-    active = torch.ones(len(x), dtype=torch.bool, device=device)
+    going = torch.arange(len(x), device=device)  # indices of the images still ascending
     costs = torch.full((len(x), window), float("inf"), device=device)
     for i in range(max_iter):
-        x.requires_grad_(True)
-        p = F.softmax(target(x), 1).gather(1, y[:, None]).squeeze(1)
-        grad, = torch.autograd.grad(p.sum(), x)
+        xi, yi = x[going].requires_grad_(True), y[going]
+        p = F.softmax(target(xi), 1).gather(1, yi[:, None]).squeeze(1)
+        grad, = torch.autograd.grad(p.sum(), xi)
         with torch.no_grad():
-            x = torch.where(active[:, None, None, None], (x + learning_rate * grad).clamp(0, 1), x).detach()
-            cost = 1 - F.softmax(target(x), 1).gather(1, y[:, None]).squeeze(1)
-            active &= (cost > 1 - threshold) & (cost < costs.max(1).values)
-            costs[:, i % window] = cost
-        if not active.any():
+            step = (xi + learning_rate * grad).clamp(0, 1)
+            moved = (step != xi).flatten(1).any(1)  # an image that did not move never will: its path is fixed
+            x[going] = step
+            cost = 1 - F.softmax(target(step), 1).gather(1, yi[:, None]).squeeze(1)
+            keep = keep_going(cost, costs[going].max(1).values, threshold) & moved
+            costs[going, i % window] = cost
+        going = going[keep]
+        if len(going) == 0:
             break
-    return x.detach().cpu()
+    return x.cpu()
 
 
 def validate_controls(names, protocol, variant):
@@ -163,11 +182,12 @@ def _aux_as_labelled(cfg, ctx):
                                    judge=ctx["judge"])
 
 
-def _mi_face(cfg, ctx):
+def _mi_face(name, cfg, ctx):
     _, requested = evaluation.eval_requests(cfg, ctx["device"])
-    images = mi_face(ctx["target"], requested, max_iter=20 if cfg["flags"]["dry_run"] else 1000)
+    settings = dict(MI_FACE_SETTINGS[name], **({"max_iter": 20} if cfg["flags"]["dry_run"] else {}))
+    images = mi_face(ctx["target"], requested, **settings)
     per_class = cfg["flags"]["n_eval_per_class"]
-    save_grid(images[::per_class], ctx["paths"]["run"] / "controls" / "mi_face.png", nrow=1)  # one per class
+    save_grid(images[::per_class], ctx["paths"]["run"] / "controls" / f"{name}.png", nrow=1)  # one per class
     return evaluation.judge_images(images, requested, ctx["target"], ctx["evaluator"], evaluation.private_digits(cfg),
                                    ctx["aux"][0], ctx["judge"])
 
@@ -197,7 +217,8 @@ def _ignorant(cfg, ctx):
 
 
 CONTROL_FNS = {"ignorant": _ignorant, "no_leak": _no_leak, "aux_as_labelled": _aux_as_labelled, "true_labels": _true_labels,
-               "mi_face": _mi_face}
+               "mi_face": lambda cfg, ctx: _mi_face("mi_face", cfg, ctx),
+               "mi_face_art": lambda cfg, ctx: _mi_face("mi_face_art", cfg, ctx)}
 
 
 def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True, judge=None):

@@ -18,7 +18,8 @@ import numpy as np
 ROWS = [("attack", "attack"), ("no_leak", "control: no-leak API, same attack and budget"),
         ("aux_as_labelled", "control: the aux images with the API's labels"),
         ("true_labels", "control: the attack with the aux images' true labels"),
-        ("mi_face", "reference: MI-FACE, white box, no data")]
+        ("mi_face_art", "reference: MI-FACE, white box, no data (ART's loop at its defaults)"),
+        ("mi_face", "reference: MI-FACE, white box, no data (stop at p 0.99, 1,000 steps)")]
 
 
 def results_by_seed(run_dir, evaluator_seed, seeds=None):

@@ -159,7 +159,8 @@ def _fake_run(folder, seed, per_digit_passes, n=10, digits=(5, 6, 7, 8, 9)):
                "attack": {"accuracy_by_evaluator": 0.8, "per_class_accuracy_by_evaluator": [0.8] * 5,
                           "accuracy_by_target": 1.0, "fid_evaluator": 9.0, "knn_dist": 9.0,
                           "judge": judged(per_digit_passes)},
-               "controls": {"no_leak": {"accuracy_by_evaluator": 0.1, "judge": judged([1] * 5)}}}
+               "controls": {"no_leak": {"accuracy_by_evaluator": 0.1, "judge": judged([1] * 5)},
+                            "mi_face_art": {"accuracy_by_evaluator": 0.2, "judge": judged([3] * 5)}}}
     (folder / f"seed_{seed}").mkdir(parents=True)
     (folder / f"seed_{seed}" / "results.json").write_text(json.dumps(results))
     return results
@@ -171,6 +172,11 @@ def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
     assert tables.main([str(tmp_path / "split")]) == 0
     out = capsys.readouterr().out
     assert "2 of 10" in out  # two (seed, digit) cells below 0.5
+    header, _, row = out.splitlines()[:3]
+    columns = dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (header, row))))
+    assert columns["no-leak, judge"] == "0.100 ± 0.000"
+    assert columns["MI-FACE (ART's loop, defaults), judge"] == "0.300 ± 0.000"
+    assert columns["MI-FACE (stop at p 0.99, 1,000 steps), judge"] == "—"  # a control the runs lack
     assert "| 7 | 14 / 20 |" in out and "| 8 | 10 / 20 |" in out
     low, high = wilson_interval(14, 20)
     assert f"{low:.2f}–{high:.2f}" in out

@@ -190,7 +190,8 @@ def test_a_dry_run_of_each_protocol(data_dir, tmp_path, protocol, k):
     results = json.loads((run_dir / "results.json").read_text())
     attack = results["attack"]
     assert results["protocol"] == protocol and len(attack["per_class_accuracy_by_evaluator"]) == k
-    assert set(results["controls"]) == {"no_leak", "aux_as_labelled", "mi_face"}
+    assert set(results["controls"]) == {"no_leak", "aux_as_labelled", "mi_face_art", "mi_face"}
+    assert (run_dir / "controls" / "mi_face_art.png").is_file() and (run_dir / "controls" / "mi_face.png").is_file()
     assert attack["queries"] <= attack["query_budget"] and "knn_aux" in attack
     assert results["controls"]["no_leak"]["queries"] == attack["queries"]  # the same attack, the same queries
     with Image.open(run_dir / "samples" / "final_grid.png") as img:
