@@ -1,7 +1,8 @@
 """Controls beside every attack result: what the attacker's own data give without the model, and a white-box reference.
 
 - no_leak: the same attack, the same budget, against an API whose answers are a fixed random
-  function of the image (a hash of its bytes): no knowledge of the private classes.
+  function of the image (a hash of its bytes): no knowledge of the private classes. Its G does not
+  depend on the target, so it is cached in DATA_DIR/.cache/no_leak/<key> (no_leak_key) and reused.
 - aux_as_labelled: the attacker's images, labelled by the API, taken as samples as they are.
 - true_labels (`same` only): the attack with the aux images' real labels instead of the API's.
 - ignorant: the same attack against a k-output classifier of the target's architecture trained on k
@@ -14,6 +15,8 @@
 """
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ from attacklab.classifiers import classifier_accuracy, predict_labels, train_cla
 from attacklab.data import CACHE_DIR, to_unit
 from attacklab.report import Logger, save_grid
 from attacklab.letters import load_letters
+from attacklab.runfolder import REPO
 from attacklab.runtime import UserError, seeded_fork, write_json_atomic
 
 CONTROLS = ("no_leak", "aux_as_labelled", "true_labels", "mi_face", "mi_face_art", "ignorant")
@@ -165,9 +169,47 @@ def _generative(name, api, cfg, ctx):
     return dict(metrics, queries=api.queries)
 
 
-def _no_leak(cfg, ctx):
+def _link_or_copy(source, dest):
+    """A hard link where the file system allows (G's checkpoint is 0.55 GB; files are replaced, never rewritten)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def no_leak_key(cfg, aux_images, device):
+    """What determines the no-leak control's G (not the target): the attacker's config and images, the API, the
+    code, the device kind and torch. A hex digest."""
+    code = hashlib.sha256()
+    for path in sorted([*(REPO / "attacklab").glob("*.py"), REPO / "bf_mnist.py"]):
+        code.update(path.read_bytes())
     flags = cfg["flags"]
-    return _generative("no_leak", NoLeakAPI(attack.n_classes(cfg), flags["query_budget"], flags["api_output"]), cfg, ctx)
+    parts = {"attacker": attack.attacker_config(cfg), "api": [flags["query_budget"], flags["api_output"]],
+             "aux": hashlib.sha256(aux_images.numpy().tobytes()).hexdigest(), "code": code.hexdigest(),
+             "device": torch.device(device).type, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _no_leak(cfg, ctx):
+    """The no-leak control; its trained G is cached under the data folder and reused by any run with the same key."""
+    flags = cfg["flags"]
+    cache = Path(flags["data_dir"]) / CACHE_DIR / "no_leak" / no_leak_key(cfg, ctx["aux"][0], ctx["device"])
+    own = ctx["paths"]["run"] / "controls" / "no_leak"
+    if (cache / "models" / "gan_last.pt").is_file() and not (own / "models" / "gan_last.pt").is_file():
+        print(f"control no_leak: its G does not depend on the target; the one trained for this attacker is in {cache}")
+        for part in ("models", "samples"):
+            shutil.copytree(cache / part, own / part, dirs_exist_ok=True, copy_function=_link_or_copy)
+    metrics = _generative("no_leak", NoLeakAPI(attack.n_classes(cfg), flags["query_budget"], flags["api_output"]),
+                          cfg, ctx)
+    if not cache.exists():
+        staging = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        for part in ("models", "samples"):
+            shutil.copytree(own / part, staging / part, dirs_exist_ok=True, copy_function=_link_or_copy)
+        try:
+            os.replace(staging, cache)
+        except OSError:  # another run stored the same G first
+            shutil.rmtree(staging, ignore_errors=True)
+    return metrics
 
 
 def _true_labels(cfg, ctx):

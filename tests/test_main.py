@@ -165,6 +165,24 @@ def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):
     assert proc.returncode == 2 and "--epochs_gan 1 there, 2 now" in proc.stderr
 
 
+def test_the_no_leak_control_is_reused_across_targets_and_not_across_seeds(data_dir, tmp_path):
+    import torch
+    args = ("--protocol", "disjoint", "--epochs_gan", 1, "--seed", 9, "--controls", "no_leak")
+    first = main_py(*dry_run_args(data_dir, tmp_path / "a", *args)).stdout
+    assert "the one trained for this attacker is in" not in first
+    # another target (one epoch, not two): the control's G does not depend on it, so it is not trained again
+    second = main_py(*dry_run_args(data_dir, tmp_path / "b", *args, "--epochs_target_model", 1)).stdout
+    assert "the one trained for this attacker is in" in second
+    g = [torch.load(tmp_path / run / "controls" / "no_leak" / "models" / "gan_last.pt", weights_only=False)["g"]
+         for run in ("a", "b")]
+    assert all(torch.equal(g[0][k], g[1][k]) for k in g[0])
+    no_leak = [json.loads((tmp_path / run / "results.json").read_text())["controls"]["no_leak"] for run in ("a", "b")]
+    assert no_leak[0]["accuracy_by_evaluator"] == no_leak[1]["accuracy_by_evaluator"]
+    # another attacker seed is another control
+    third = main_py(*dry_run_args(data_dir, tmp_path / "c", *args[:-4], "--seed", 10, "--controls", "no_leak")).stdout
+    assert "the one trained for this attacker is in" not in third
+
+
 def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
     out = tmp_path / "side_by_side.png"
     script = REPO / "bench" / "compare_grids.py"
