@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
-from attacklab.losses import (class_weights, conditional_mmd2, mode_seeking_loss, patches, per_class_mmd2,
-                              surrogate_loss)
+from attacklab.losses import conditional_mmd2, surrogate_loss
 from attacklab.runtime import progress, seeded_fork
-from attacklab.sampling import update_average
 
 # ---------------------------------------------------------------------------
 # networks (shapes as in the article; comments give one sample's shape)
@@ -58,13 +56,12 @@ class TargetModel(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]; slots > 1: z picks a drawing."""
+    """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]."""
 
-    def __init__(self, input_dim=100, base_channel=32, n_classes=N_CLASSES, label_dim=1000, slots=1, slot_offset=0):
+    def __init__(self, input_dim=100, base_channel=32, n_classes=N_CLASSES, label_dim=1000):
         super().__init__()
         c = base_channel
         self.base_channel = base_channel
-        self.slots, self.slot_offset = slots, slot_offset
         self.block1 = nn.Sequential(
             nn.ConvTranspose2d(input_dim, c, 4, 1, 0, bias=False),  # (c, 4, 4)
             nn.BatchNorm2d(c),
@@ -84,9 +81,6 @@ class Generator(nn.Module):
         )
 
     def forward(self, z, y_onehot):
-        if self.slots > 1:  # slot k: the largest of z's first `slots` entries; y gets a 1 at slot_offset + k too
-            k = z.flatten(1)[:, :self.slots].argmax(1)
-            y_onehot = y_onehot.flatten(1) + F.one_hot(self.slot_offset + k, y_onehot.shape[1]).to(y_onehot.dtype)
         h = self.block1(z).flatten(1)  # (c*16,)
         e = self.block2(y_onehot.flatten(1))  # (1000,)
         h = self.concat_block(torch.cat([h, e], dim=1))  # (c*16,)
@@ -177,8 +171,6 @@ _RECIPE_ROWS = [
     ("mmd_weight",              0.0,                 10.0),    # class-conditional MMD to the real batch
     ("mmd_scales",              None,                [0.1, 0.3, 1.0, 3.0]),
     ("mmd_linear",              0.0,                 1.0),
-    ("mmd_patch",               0,                   0),       # > 0: the MMD compares random k x k patches
-    ("mmd_per_class",           False,               False),   # each asked class's fakes against the whole real batch
     ("translate",               0,                   3),       # DiffAugment shift of what D sees, px
     ("surrogate_weight",        0.0,                 1.0),     # the surrogate's cross-entropy for G
     ("surrogate_epochs",        0,                   3),
@@ -187,19 +179,24 @@ _RECIPE_ROWS = [
     ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
     ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
-    ("surrogate_cutout_share",  1.0,                 1.0),     # the share of G's images that get the square
-    ("surrogate_cutout_until",  1.0,                 1.0),     # the square only before this share of all steps
-    ("surrogate_floor",         0.0,                 0.0),     # per image: no push once its cross-entropy is below
-    ("surrogate_balance",       False,               False),   # surrogate's loss weighted by 1 / API label frequency
-    ("mode_seeking",            0.0,                 0.0),     # weight of MSGAN's term: two noises, two images
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
     ("d_conditional",           True,                True),    # False: D judges realism only, never the label
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
-    ("refit_queries",           0,                   0),       # per epoch: G's samples sent to the API, then...
-    ("refit_epochs",            0,                   0),       # ... the surrogate refitted on aux + them, epochs
-    ("g_average",               0.0,                 0.0),     # > 0: the attack's G is G's running average, this decay
-    ("g_slots",                 1,                   1),       # drawings per class, picked by z (Generator's slots)
 ]
+# Entries tried and not adopted, with the value that switched each off: they left the code after commit
+# RETIRED_AT; docs/dead_ends.md keeps their results and how to rerun them there.
+RETIRED_ENTRIES = {"mmd_patch": 0, "mmd_per_class": False, "surrogate_cutout_share": 1.0, "surrogate_cutout_until": 1.0,
+                   "surrogate_floor": 0.0, "surrogate_balance": False, "mode_seeking": 0.0, "refit_queries": 0,
+                   "refit_epochs": 0, "g_average": 0.0, "g_slots": 1}
+RETIRED_AT = "8a51da0"
+
+
+def retired_entry_error(key):
+    """One sentence for a recipe entry that has left the code."""
+    return (f"the recipe entry {key!r} was tried and not adopted, and has left the code; docs/dead_ends.md gives its "
+            f"results, and `git checkout {RETIRED_AT}` reruns it")
+
+
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
 # classes, an image the API calls c is not a c: D and the MMD judge realism only, G is asked for every
 # class equally, the data prior is weaker and the surrogate's signal stronger. Disjoint digits: the
@@ -306,12 +303,12 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
 
 
 def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                        max_batches=None, g_average=None):
+                        max_batches=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
     Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the aux
     batch, on randomly translated images (DiffAugment). G minimises corrected_g_loss, told where training
-    is (recipe's epoch/epochs, and step/steps); g_average, G's running average, is updated after each G step.
+    is (recipe's epoch/epochs, and step/steps).
     """
     g.train()
     d.train()
@@ -343,35 +340,25 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         z = torch.randn(n, nz, 1, 1, device=device)
         fake = g(z, y)
         loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], dict(recipe, step=step, steps=len(batches)),
-                                  surrogate, z)
+                                  surrogate)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        if g_average is not None:
-            update_average(g_average, g, recipe["g_average"])
         losses_g.append(loss_g.item())
     return float(np.mean(losses_g)), float(np.mean(losses_d))
 
 
-def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None, noise=None):
-    """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y)) (of random
-    k x k patches when mmd_patch = k > 0) + surrogate_weight * CE(surrogate(G(z, y)), y) + mode_seeking * the
-    mode-seeking term, y = asked."""
+def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None):
+    """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
+    + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
-    a, b, la, lb = real, fake, labels if same else labels * 0, asked if same else asked * 0
-    if recipe["mmd_patch"] > 0:  # compare local k x k patches (strokes), not whole images (which digit)
-        (a, la), (b, lb) = (patches(x, y, recipe["mmd_patch"], 8 * len(x)) for x, y in ((a, la), (b, lb)))
-    # mmd_per_class: each class's images against the whole real batch, so no class can be drawn as one shape
-    loss = recipe["mmd_weight"] * (per_class_mmd2(a, b, asked, recipe["mmd_scales"], recipe["mmd_linear"])
-                                   if recipe["mmd_per_class"] and not same else
-                                   conditional_mmd2(a, b, la, lb, recipe["mmd_scales"], recipe["mmd_linear"]))
+    la, lb = (labels, asked) if same else (labels * 0, asked * 0)
+    loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, la, lb, recipe["mmd_scales"], recipe["mmd_linear"])
     if recipe["adv_weight"] > 0:
         seen_by_d = translate(fake, recipe["translate"])
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
     if surrogate is not None and recipe["surrogate_weight"] > 0:
         loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
-    if recipe["mode_seeking"] > 0:
-        loss = loss + recipe["mode_seeking"] * mode_seeking_loss(fake, noise, asked)
     return loss
 
 
@@ -380,21 +367,18 @@ GAN_EPOCH = {"blog": gan_epoch_blog, "corrected": gan_epoch_corrected}
 RESCALE_OUTPUT = {"blog": False, "corrected": True}
 
 
-def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None, n_classes=N_CLASSES,
-                    model=None, balance=False):
+def train_surrogate(images, labels, seed, device, epochs, batch_size=64, max_batches=None, n_classes=N_CLASSES):
     """The attacker's SurrogateClassifier fitted to (its images, the API's labels); frozen, in eval mode.
 
-    A new model, or `model` trained further (the refit). +-2 px shifts, in a forked RNG seeded by `seed`
-    (a run that loads it instead keeps the same random streams); balance: every API class weighs the
-    same in the loss. Returns (model, last epoch's fit).
+    +-2 px shifts, in a forked RNG seeded by `seed` (a run that loads it instead keeps the same random
+    streams). Returns (model, last epoch's fit).
     """
     with seeded_fork(seed, device):
-        model = (model or SurrogateClassifier(n_classes).to(device)).requires_grad_(True)
+        model = SurrogateClassifier(n_classes).to(device).requires_grad_(True)
         optimizer = adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
-        weight = class_weights(labels, n_classes).to(device) if balance else None
         acc = float("nan")
         for epoch in range(epochs):
             _, acc = train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches,
                                             augment=shift_2px, desc=f"surrogate {epoch + 1}",
-                                            loss_fn=lambda logits, y: F.cross_entropy(logits, y, weight=weight))
+                                            loss_fn=F.cross_entropy)
     return model.eval().requires_grad_(False), acc

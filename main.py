@@ -167,14 +167,15 @@ def recipe_for(args):
     recipe = bfm.default_recipe(args.variant, args.protocol)
     for item in getattr(args, "recipe", None) or ():
         key, _, text = item.partition("=")
+        if key in bfm.RETIRED_ENTRIES:
+            raise UserError(f"--recipe {item}: {bfm.retired_entry_error(key)}")
         if key not in recipe:
             raise UserError(f"--recipe {item}: no recipe entry {key!r}; choose from {', '.join(sorted(recipe))}")
         try:
             recipe[key] = json.loads(text)
         except ValueError:
             raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    free_inputs = bfm.N_CLASSES - len(getattr(args, "private_digits", None) or PROTOCOLS[args.protocol].private_classes)
-    error = recipe_error(recipe, free_inputs)
+    error = recipe_error(recipe)
     if error:
         raise UserError(error)
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":

@@ -7,11 +7,9 @@ images; the API; its own output files). It is a generator that yields G after ea
 experimenter measures G from outside (complete(steps, on_epoch)); the attack never holds the
 target, the evaluator, the judge, the data folder or the experimenter's monitor.
 """
-import copy
 import time
 from dataclasses import dataclass, field
 
-import torch
 
 import bf_mnist as bfm
 from attacklab import sampling
@@ -19,8 +17,8 @@ from attacklab.api import as_labels
 from attacklab.data import to_unit
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid
-from attacklab.runtime import (UserError, check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state,
-                               save_checkpoint, set_rng_state, set_seed, unwrap)
+from attacklab.runtime import (check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state, save_checkpoint,
+                               set_rng_state, set_seed, unwrap)
 
 
 # The flags that are the attacker's own settings; everything else in config.json is the experimenter's.
@@ -77,8 +75,8 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
     if path.is_file():
         return load_surrogate(path, device, n_classes(cfg), recipe["surrogate_models"])
     members = [bfm.train_surrogate(images, labels, cfg["seed"] + 4 + 1000 * i, device, recipe["surrogate_epochs"],
-                                   max_batches=max_batches, n_classes=n_classes(cfg),
-                                   balance=recipe["surrogate_balance"]) for i in range(recipe["surrogate_models"])]
+                                   max_batches=max_batches, n_classes=n_classes(cfg))
+               for i in range(recipe["surrogate_models"])]
     model, acc = members[0] if len(members) == 1 else (bfm.SurrogateEnsemble([m for m, _ in members]).eval(),
                                                        sum(a for _, a in members) / len(members))
     info = {"accuracy_on_aux_labels": acc}
@@ -97,11 +95,9 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None)
     aux_labels = as_labels(answers)
     t0 = time.time()
     surrogate, info = surrogate_stage(cfg, aux_images, answers, paths, device, max_batches)
-    if surrogate is None and cfg["recipe"]["refit_queries"] > 0:
-        raise UserError("--recipe refit_queries needs a surrogate; keep surrogate_weight above 0")
     seconds = {"surrogate": time.time() - t0}
     g, history, seconds["gan"] = yield from train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                            surrogate, max_batches, answers)
+                                                            surrogate, max_batches)
     return InversionOutcome(g, surrogate, info, history, seconds)
 
 
@@ -113,43 +109,35 @@ def targets_from(answers):
 
 
 def new_generator(cfg):
-    """The run's G, untrained: its noise size, and its slots after the API's classes (recipe g_slots)."""
-    return bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"], slots=cfg["recipe"]["g_slots"],
-                         slot_offset=n_classes(cfg))
+    """The run's G, untrained, with the run's noise size."""
+    return bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"])
 
 
 def _build_gan(cfg, device):
-    """G, D, their optimizers, and the G the attack outputs (G's running average, or G itself); seeded by seed + 1."""
+    """G, D and their optimizers; seeded by seed + 1."""
     set_seed(cfg["seed"] + 1)
     g, d = new_generator(cfg).to(device), bfm.Discriminator().to(device)
-    g_out = copy.deepcopy(g).requires_grad_(False) if cfg["recipe"]["g_average"] > 0 else g
-    return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"]), g_out
+    return g, d, bfm.make_gan_optimizers(g, d, cfg["recipe"])
 
 
-def _gan_state(g, d, opt_g, opt_d, g_out):
-    """The networks' part of gan_last.pt: "g" is the G the attack outputs, "g_trained" the one trained if they differ."""
-    state = dict(g=unwrap(g_out).state_dict(), d=unwrap(d).state_dict(), opt_g=opt_g.state_dict(),
-                 opt_d=opt_d.state_dict())
-    return state if g_out is g else dict(state, g_trained=unwrap(g).state_dict())
+def _gan_state(g, d, opt_g, opt_d):
+    """The networks' part of gan_last.pt."""
+    return dict(g=unwrap(g).state_dict(), d=unwrap(d).state_dict(), opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict())
 
 
-def _resume_gan(path, g, d, opt_g, opt_d, g_out, api, refit):
-    """Load gan_last.pt into G, D, their optimizers, the output G, the API's count, the refit pool and the RNG.
+def _resume_gan(path, g, d, opt_g, opt_d, api):
+    """Load gan_last.pt into G, D, their optimizers, the API's count and the RNG.
 
     Returns (start epoch, history, seconds).
     """
     if not path.is_file():
         return 0, [], 0.0
     ckpt = load_checkpoint(path, "gan")
-    g.load_state_dict(ckpt.get("g_trained", ckpt["g"]))
-    if g_out is not g:
-        g_out.load_state_dict(ckpt["g"])
+    g.load_state_dict(ckpt["g"])
     d.load_state_dict(ckpt["d"])
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])
     api.load_state_dict({"queries": ckpt["queries"]})
-    if refit is not None and ckpt.get("refit") is not None:
-        refit.load_state_dict(ckpt["refit"])
     set_rng_state(ckpt["rng"])
     print(f"resuming the GAN after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"], ckpt["seconds"]
@@ -160,89 +148,40 @@ def sample_noise(cfg, device):
     return sampling.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
 
 
-class SurrogateRefit:
-    """The attacker asks the API about G's own samples each epoch and refits its surrogate on aux + those answers.
-
-    The surrogate was fitted where the attacker's images are; G's samples leave that region, and
-    there only the API can say which class an image is. Every sample asked counts against the budget.
-    """
-
-    def __init__(self, cfg, api, surrogate, aux, device):
-        """aux: (the attacker's images, the API's answers for them: labels or probability vectors)."""
-        self.cfg, self.api, self.surrogate, self.aux, self.device = cfg, api, surrogate, aux, device
-        self.images = torch.empty(0, *aux[0].shape[1:], dtype=torch.uint8)
-        self.labels = aux[1][:0]
-
-    def __call__(self, g, epoch, max_batches=None):
-        """Query the API on G's samples (within the budget), then refit; returns how many were asked."""
-        recipe, api = self.cfg["recipe"], self.api
-        n = recipe["refit_queries"] if api.remaining is None else min(recipe["refit_queries"], api.remaining)
-        if n <= 0:
-            return 0
-        gen = torch.Generator().manual_seed(self.cfg["seed"] * 1000 + epoch)
-        asked = torch.randint(0, n_classes(self.cfg), (n,), generator=gen)
-        noise = torch.randn(n, self.cfg["flags"]["dim_initial_vec"], 1, 1, generator=gen).to(self.device)
-        images = (sampling.generator_images(g, asked, noise) * 255).round().to(torch.uint8)[:, 0]  # (n, 28, 28)
-        answers = targets_from(api(to_unit(images)).cpu())
-        self.images, self.labels = torch.cat([self.images, images]), torch.cat([self.labels, answers])
-        self.surrogate, _ = bfm.train_surrogate(torch.cat([self.aux[0], self.images]),
-                                                torch.cat([self.aux[1], self.labels]),
-                                                self.cfg["seed"] + 5 + epoch, self.device, recipe["refit_epochs"],
-                                                max_batches=max_batches, model=self.surrogate,
-                                                n_classes=n_classes(self.cfg), balance=recipe["surrogate_balance"])
-        return n
-
-    def state_dict(self):
-        return {"images": self.images, "labels": self.labels, "surrogate": self.surrogate.state_dict()}
-
-    def load_state_dict(self, state):
-        self.images, self.labels = state["images"], state["labels"]
-        self.surrogate.load_state_dict(state["surrogate"])
-
-
-def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None, answers=None):
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None):
     """Train G and D (resumable per checkpoint), yielding (epoch, G) after each epoch's checkpoint;
-    returns (the G the attack outputs, history, seconds).
-
-    aux: (images, labels) for the GAN; answers: what the API returned for them (the surrogate's targets).
-    """
+    returns (G, history, seconds). aux: (images, the API's labels) for the GAN."""
     flags, variant, epochs = cfg["flags"], cfg["flags"]["variant"], cfg["flags"]["epochs_gan"]
     recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg), epochs=epochs)
     last_path = paths["models"] / "gan_last.pt"
-    g, d, (opt_g, opt_d), g_out = _build_gan(cfg, device)
-    refit = (SurrogateRefit(cfg, api, surrogate, (aux[0], aux[1] if answers is None else answers), device)
-             if recipe["refit_queries"] > 0 else None)
-    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, g_out, api, refit)
+    g, d, (opt_g, opt_d) = _build_gan(cfg, device)
+    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api)
     g_train, d_train = (maybe_data_parallel(m, device, flags["ngpu"]) for m in (g, d))
-    grid_noise, averaged = sample_noise(cfg, device), ({} if g_out is g else {"g_average": g_out})
+    grid_noise = sample_noise(cfg, device)
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
         loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, dict(recipe, epoch=epoch),
-                                                device, flags["dim_initial_vec"], api=api,
-                                                surrogate=refit.surrogate if refit else surrogate,
-                                                max_batches=max_batches, **averaged)
-        if refit and epoch < epochs:  # what the API says of the last epoch's samples could not be used
-            refit(g_out, epoch, max_batches)
+                                                device, flags["dim_initial_vec"], api=api, surrogate=surrogate,
+                                                max_batches=max_batches)
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
-        grid = save_grid(sampling.generator_images(g_out, sampling.grid_labels(10, n_classes(cfg)), grid_noise,
+        grid = save_grid(sampling.generator_images(g, sampling.grid_labels(10, n_classes(cfg)), grid_noise,
                                                    bfm.RESCALE_OUTPUT[variant]),
                          paths["samples"] / f"epoch_{epoch:03d}.png")
         history.append({"epoch": epoch, "loss_g": loss_g, "loss_d": loss_d})
         _log_epoch(logger, epoch, loss_g, loss_d, grid)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
-            save_checkpoint("gan", last_path, **_gan_state(g, d, opt_g, opt_d, g_out), epoch=epoch, config=cfg,
-                            history=history, queries=api.queries, seconds=seconds, rng=rng_state(),
-                            refit=refit.state_dict() if refit else None)
+            save_checkpoint("gan", last_path, **_gan_state(g, d, opt_g, opt_d), epoch=epoch, config=cfg,
+                            history=history, queries=api.queries, seconds=seconds, rng=rng_state())
             logger.commit()
         if epoch % 10 == 0:
-            save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g_out.state_dict(),
+            save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g.state_dict(),
                             d=d.state_dict(), epoch=epoch, config=cfg)
         print(f"gan epoch {epoch}/{epochs}: loss G {loss_g:.4f} D {loss_d:.4f} ({time.time() - t0:.0f}s)")
-        yield epoch, g_out
-    return g_out, history, seconds
+        yield epoch, g
+    return g, history, seconds
 
 
 def _log_epoch(logger, epoch, loss_g, loss_d, grid):

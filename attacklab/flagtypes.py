@@ -52,22 +52,8 @@ def _number(value):
 RECIPE_CHECKS = {
     "lr_decay": (lambda v: v in (None, "linear", "linear_step"),
                  'choose null, "linear" (per epoch) or "linear_step" (per step)'),
-    "g_average": (lambda v: _number(v) and 0 <= v < 1,
-                  "the running average's decay is in [0, 1) (0: no average, 0.99: about the last 100 steps)"),
-    "mode_seeking": (lambda v: _number(v) and v >= 0, "the term's weight is a number >= 0 (0: off)"),
-    "surrogate_floor": (lambda v: _number(v) and v >= 0, "the cross-entropy below which an image is not pushed, >= 0"),
-    "mmd_patch": (lambda v: _number(v) and isinstance(v, int) and 0 <= v <= 28,
-                  "the patch side in pixels, a whole number from 0 (whole images) to 28"),
     "surrogate_cutout": (lambda v: _number(v) and isinstance(v, int) and 0 <= v <= 28,
                          "the hidden square's side in pixels, a whole number from 0 (none) to 28"),
-    "surrogate_cutout_share": (lambda v: _number(v) and 0 < v <= 1,
-                               "the share of images with a square hidden, in (0, 1]"),
-    "surrogate_cutout_until": (lambda v: _number(v) and 0 < v <= 1,
-                               "the share of the GAN's steps with a square hidden, in (0, 1] (1: all of them)"),
-    "surrogate_balance": (lambda v: isinstance(v, bool), "write true or false"),
-    "g_slots": (lambda v: _number(v) and isinstance(v, int) and 1 <= v <= 5,
-                "drawings per class, a whole number from 1 to 5 (the slots sit after the classes in G's 10 inputs)"),
-    "mmd_per_class": (lambda v: isinstance(v, bool), "write true or false"),
     "surrogate_models": (lambda v: _number(v) and isinstance(v, int) and v >= 1,
                          "how many surrogates: a whole number >= 1"),
     "surrogate_affine": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) and x >= 0 for x in v),
@@ -75,18 +61,9 @@ RECIPE_CHECKS = {
 }
 
 
-def recipe_error(recipe, free_inputs=0):
-    """One sentence about the first recipe entry whose value is out of range, or None when all are good.
-
-    free_inputs: how many of G's label inputs no class of the protocol uses (room for g_slots).
-    """
+def recipe_error(recipe):
+    """One sentence about the first recipe entry whose value is out of range, or None when all are good."""
     for key, (good, what) in RECIPE_CHECKS.items():
         if key in recipe and not good(recipe[key]):
             return f"--recipe {key}={json.dumps(recipe[key])}: {what}"
-    if recipe.get("mmd_per_class") and recipe.get("mmd_patch", 0) > 0:
-        return "--recipe mmd_per_class=true compares whole images; drop mmd_patch or set it to 0"
-    slots = recipe.get("g_slots", 1)
-    if 1 < slots and free_inputs < slots:
-        return (f"--recipe g_slots={slots}: this protocol leaves {free_inputs} of G's label inputs free for "
-                "slots; use g_slots=1" + (f" to {free_inputs}" if free_inputs > 1 else ""))
     return None

@@ -99,11 +99,12 @@ def upgrade_recipe(recipe, variant, protocol="same"):
         return bfm.default_recipe(variant, protocol)
     recipe = dict(recipe)
     # entries added since: off in the runs written before them
-    for key, off in (("surrogate_noise", 0.0), ("g_average", 0.0), ("surrogate_balance", False), ("mode_seeking", 0.0),
-                     ("surrogate_models", 1), ("surrogate_affine", [0, 0.0]), ("mmd_patch", 0),
-                     ("surrogate_cutout", 0), ("mmd_per_class", False), ("g_slots", 1), ("surrogate_floor", 0.0),
-                     ("surrogate_cutout_share", 1.0), ("surrogate_cutout_until", 1.0)):
+    for key, off in (("surrogate_noise", 0.0), ("surrogate_models", 1), ("surrogate_affine", [0, 0.0]),
+                     ("surrogate_cutout", 0)):
         recipe.setdefault(key, off)
+    for key, off in bfm.RETIRED_ENTRIES.items():  # entries that have left the code: readable only where they were off
+        if key in recipe and recipe.pop(key) != off:
+            raise UserError(f"this run used {key}: {bfm.retired_entry_error(key)}")
     if "betas" in recipe:  # written before the table had a column per variant: one pair for G and D
         recipe["betas_g"] = recipe["betas_d"] = recipe.pop("betas")
     return {**bfm.default_recipe(variant, protocol), **recipe}

@@ -27,12 +27,3 @@ def fixed_noise(n, nz, seed, device):
 def grid_labels(per_class, n_classes=N_CLASSES):
     """0,0,...,1,1,...: per_class requests of each class in order (row r of a grid is class r)."""
     return torch.arange(n_classes).repeat_interleave(per_class)
-
-
-@torch.no_grad()
-def update_average(average, model, decay):
-    """average <- decay * average + (1 - decay) * model, weight by weight; buffers (BatchNorm's statistics) copied."""
-    for a, p in zip(average.parameters(), model.parameters()):
-        a.lerp_(p, 1.0 - decay)
-    for a, b in zip(average.buffers(), model.buffers()):
-        a.copy_(b)

@@ -1,7 +1,6 @@
 """What D sees in each variant, the article's schedule, and the attacker's query accounting."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -199,25 +198,6 @@ def test_the_surrogate_noise_is_added_to_gs_image_with_the_std_asked():
     assert abs(diff.std().item() - 0.3) < 0.015 and abs(diff.mean().item()) < 0.015
 
 
-def test_the_surrogate_floor_stops_pushing_only_the_images_already_that_sure():
-    torch.manual_seed(0)
-    surrogate = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 5)).requires_grad_(False)
-    fake = (torch.rand(16, 1, 28, 28) * 2 - 1).requires_grad_(True)
-    recipe = dict(bfm.default_recipe(), surrogate_translate=0)
-    per_image = nn.functional.cross_entropy(surrogate((fake.detach() + 1) / 2), torch.zeros(16, dtype=torch.long),
-                                            reduction="none")
-    floor = per_image.sort().values[7:9].mean().item()  # half of the images are surer of class 0 than this
-    grads = []
-    for value in (0.0, floor):
-        fake.grad = None
-        asked = torch.zeros(16, dtype=torch.long)
-        bfm.surrogate_loss(surrogate, fake, asked, dict(recipe, surrogate_floor=value)).backward()
-        grads.append(fake.grad.flatten(1).abs().sum(1))
-    sure = per_image < floor
-    assert sure.sum() == 8 and (grads[1][sure] == 0).all() and (grads[0][sure] > 0).all()
-    assert torch.allclose(grads[1][~sure], grads[0][~sure])  # the others are pushed exactly as without a floor
-
-
 def test_the_surrogate_cutout_hides_one_square_of_gs_image_and_leaves_the_rest():
     clean, cut = first_surrogate_input(0.0), first_surrogate_input(0.0, surrogate_cutout=14)
     changed = (cut != clean)[:, 0]  # (32, 28, 28); G's pixels are never exactly 0, so every hidden one changed
@@ -225,23 +205,6 @@ def test_the_surrogate_cutout_hides_one_square_of_gs_image_and_leaves_the_rest()
     assert torch.all(cut[:, 0][changed] == 0)
     assert torch.equal(changed.any(2).sum(1), torch.full((32,), 14))  # one square: 14 rows, 14 columns
     assert torch.equal(changed.any(1).sum(1), torch.full((32,), 14))
-
-
-def test_a_cutout_share_hides_the_square_in_that_share_of_gs_images_only():
-    clean = first_surrogate_input(0.0)
-    half = first_surrogate_input(0.0, surrogate_cutout=14, surrogate_cutout_share=0.5)
-    hidden = (half != clean)[:, 0].sum((1, 2))  # (32,): pixels changed per image
-    assert set(hidden.tolist()) == {0, 14 * 14}  # an image gets the whole square or none of it
-    assert 8 <= (hidden > 0).sum() <= 24  # about half of 32
-
-
-def test_cutout_until_hides_the_square_in_the_first_steps_only():
-    # 4 steps of 8 images; until 0.5: steps done 0 and 1/4 get the square, 2/4 and 3/4 do not
-    seen = surrogate_inputs(0.0, batch_size=8, surrogate_cutout=14, surrogate_cutout_until=0.5)
-    hidden = [(x[:, 0] == 0).sum((1, 2)).tolist() for x in seen]  # G's pixels are never exactly 0
-    assert hidden == [[14 * 14] * 8] * 2 + [[0] * 8] * 2
-    every_step = surrogate_inputs(0.0, batch_size=8, surrogate_cutout=14)
-    assert all((x[:, 0] == 0).sum((1, 2)).eq(14 * 14).all() for x in every_step)
 
 
 def squares(per_class, seed):
@@ -326,108 +289,6 @@ def test_a_corrected_epoch_decays_the_learning_rates_step_by_step():
     bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4)  # 4 steps, the second epoch of 2
     assert opt_g.param_groups[0]["lr"] == pytest.approx(recipe["lr_g"] * (1 - (1 + 3 / 4) / 2))  # its last step's
     assert opt_d.param_groups[0]["lr"] == pytest.approx(recipe["lr_d"] * (1 - (1 + 3 / 4) / 2))
-
-
-def test_the_running_average_moves_by_one_minus_the_decay_and_copies_buffers():
-    model, average = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
-    with torch.no_grad():
-        model.weight.fill_(1.0), average.weight.fill_(0.0)
-        model.running_mean.fill_(7.0)
-    sampling.update_average(average, model, 0.9)
-    assert torch.allclose(average.weight, torch.full((3,), 0.1))
-    assert torch.equal(average.running_mean, model.running_mean)
-    sampling.update_average(average, model, 0.9)
-    assert torch.allclose(average.weight, torch.full((3,), 0.19))
-
-
-@pytest.mark.parametrize("decay", [0.0, 1.0])
-def test_a_corrected_epoch_updates_gs_average_after_every_step(decay):
-    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
-    average = copy.deepcopy(g)
-    start = copy.deepcopy(g.state_dict())
-    recipe = dict(bfm.default_recipe(), batch_size=10, n_classes=10, g_average=decay, epoch=1, epochs=1)
-    opt_g, opt_d = bfm.make_gan_optimizers(g, d, recipe)
-    images, labels = (torch.rand(40, 28, 28) * 255).to(torch.uint8), torch.arange(40) % 10
-    bfm.gan_epoch_corrected(g, d, opt_g, opt_d, images, labels, recipe, CPU, 4, g_average=average)
-    kept = start if decay == 1.0 else g.state_dict()  # decay 1: the average never moves; 0: it is G
-    assert all(torch.equal(p, kept[name]) for name, p in average.named_parameters())
-    assert all(torch.equal(b, g.state_dict()[name]) for name, b in average.named_buffers())  # BatchNorm's, copied
-    assert not torch.equal(g.state_dict()["concat_block.weight"], start["concat_block.weight"])
-
-
-def test_the_mode_seeking_term_grows_when_a_class_collapses_and_ignores_pairs_of_other_classes():
-    torch.manual_seed(0)
-    noise, asked = torch.randn(8, 4, 1, 1), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    diverse = torch.rand(8, 1, 28, 28) * 2 - 1
-    collapsed = diverse[:1].repeat(8, 1, 1, 1) + 0.01 * diverse  # every image nearly the first
-    assert bfm.mode_seeking_loss(collapsed, noise, asked) > 10 * bfm.mode_seeking_loss(diverse, noise, asked)
-    # distances between a class-0 and a class-1 image do not count: here no two samples share a class
-    assert bfm.mode_seeking_loss(collapsed[:2], noise[:2], asked[3:5]) == 0
-    # its gradient pushes two samples of one class apart
-    pair = collapsed[:2].clone().requires_grad_(True)
-    bfm.mode_seeking_loss(pair, noise[:2], asked[:2]).backward()
-    moved = pair.detach() - 0.01 * pair.grad
-    assert (moved[0] - moved[1]).abs().sum() > (pair[0] - pair[1]).detach().abs().sum()
-
-
-def test_patches_are_windows_of_their_own_image_and_carry_its_label():
-    images = torch.arange(3 * 28 * 28, dtype=torch.float).reshape(3, 1, 28, 28)  # every pixel value unique
-    cut, labels = bfm.patches(images, torch.tensor([7, 8, 9]), 8, 40, torch.Generator().manual_seed(0))
-    assert cut.shape == (40, 64)
-    for patch, label in zip(cut, labels):
-        n, top, left = np.unravel_index(int(patch[0]), (3, 28, 28))  # its first pixel says where it was cut
-        assert top % 4 == 0 and left % 4 == 0 and label == 7 + n
-        assert torch.equal(patch.reshape(8, 8), images[n, 0, top:top + 8, left:left + 8])
-
-
-def test_the_patch_mmd_ignores_where_strokes_are_and_the_whole_image_mmd_does_not():
-    torch.manual_seed(0)
-    real = -torch.ones(64, 1, 28, 28)
-    real[:, :, 4:12, 10:14] = 1  # a bar at the top of every image
-    moved = real.roll(12, dims=2)  # the same bar lower down: other shapes, the same strokes
-    recipe = dict(bfm.default_recipe(), mmd_conditional=False, adv_weight=0)
-    labels = torch.zeros(64, dtype=torch.long)
-    whole = bfm.corrected_g_loss(None, moved, real, labels, labels, None, recipe)
-    local = bfm.corrected_g_loss(None, moved, real, labels, labels, None, dict(recipe, mmd_patch=8))
-    assert whole > 0.2 * recipe["mmd_weight"] and local < 0.1 * whole
-
-
-def test_the_per_class_mmd_sees_a_class_drawn_as_one_shape_that_the_set_mmd_lets_pass():
-    torch.manual_seed(0)
-    real = torch.rand(60, 1, 28, 28) * 2 - 1
-    asked = torch.arange(60) % 5
-    one_shape = real[asked]  # class c is real image c, repeated: five shapes in all
-    recipe = dict(bfm.default_recipe(), mmd_conditional=False, adv_weight=0)
-    loss = {(per_class, name): bfm.corrected_g_loss(None, fake, real, asked, asked, None,
-                                                    dict(recipe, mmd_per_class=per_class)).item()
-            for per_class in (False, True) for name, fake in (("varied", real), ("one shape", one_shape))}
-    # both call the varied batch (the real one, classes dealt out in turn) close to the real batch ...
-    assert loss[True, "varied"] < 0.25 * loss[True, "one shape"]
-    # ... but only the per-class MMD finds each class's collapse several times worse than the set of five shapes
-    assert loss[True, "one shape"] > 3 * loss[False, "one shape"]
-    # a class's samples are compared with the whole batch: relabelling the classes changes nothing
-    renamed = bfm.corrected_g_loss(None, one_shape, real, asked, (asked + 2) % 5, None,
-                                   dict(recipe, mmd_per_class=True))
-    assert renamed.item() == pytest.approx(loss[True, "one shape"], rel=1e-5)
-
-
-def test_class_weights_make_every_class_count_equally_for_labels_and_soft_targets():
-    labels = torch.tensor([0, 0, 0, 1])
-    weights = bfm.class_weights(labels, 3)  # class 2 never answered: weighted as if seen once, not divided by 0
-    assert torch.allclose(weights, torch.tensor([4 / 9, 4 / 3, 4 / 3]))
-    assert torch.allclose(bfm.class_weights(torch.nn.functional.one_hot(labels, 3).float(), 3), weights)
-
-
-def test_a_balanced_surrogate_gives_a_rare_api_class_more_of_image_space():
-    (x, y) = squares(12, seed=0)
-    keep = (y < 2) | (torch.arange(len(y)) % 12 < 2)  # classes 0 and 1 common, 2-9 two images each
-    x, y = x[keep], y[keep]
-    (held, held_y) = squares(6, seed=1)
-    rare = held_y >= 2
-    plain, _ = bfm.train_surrogate(x, y, seed=5, device=CPU, epochs=6, batch_size=20)
-    balanced, _ = bfm.train_surrogate(x, y, seed=5, device=CPU, epochs=6, batch_size=20, balance=True)
-    as_rare = [(predict_labels(m, to_unit(held[rare])) >= 2).float().mean() for m in (plain, balanced)]
-    assert as_rare[1] > as_rare[0]
 
 
 def test_random_affine_is_the_identity_at_zero_and_moves_each_image_its_own_way():

@@ -10,6 +10,7 @@ from PIL import Image
 
 import bf_mnist as bfm
 from attacklab.runfolder import upgrade_recipe
+from attacklab.runtime import UserError
 from conftest import REPO
 
 PROMISED_TAGS = {"target/train_loss", "target/train_accuracy", "target/val_accuracy", "gan/loss_d", "gan/loss_g",
@@ -166,7 +167,6 @@ def test_seeds_runs_each_seed_and_summarises(data_dir, tmp_path):
 
 
 def test_the_no_leak_control_is_reused_across_targets_and_not_across_seeds(data_dir, tmp_path):
-    import torch
     args = ("--protocol", "disjoint", "--epochs_gan", 1, "--seed", 9, "--controls", "no_leak")
     first = main_py(*dry_run_args(data_dir, tmp_path / "a", *args)).stdout
     assert "the one trained for this attacker is in" not in first
@@ -261,21 +261,17 @@ def test_evaluate_with_another_evaluator_seed_writes_beside_the_results(finished
     assert other["attack"]["queries"] == json.loads(before)["attack"]["queries"]
 
 
-def test_the_surrogate_refit_asks_the_api_about_gs_samples_within_the_budget(data_dir, tmp_path):
-    run_dir = tmp_path / "refit"
-    main_py(*dry_run_args(data_dir, run_dir, "--epochs_gan", 3, "--protocol", "disjoint", "--controls", "none",
-                          "--recipe", "refit_queries=8", "refit_epochs=1", "--query_budget", 70))
-    attack = json.loads((run_dir / "results.json").read_text())["attack"]
-    # 60 images of digits 5-9 once, then 8 of G's samples after epoch 1 and the 2 the budget leaves after epoch 2
-    assert attack["queries"] == 70
-    refit = torch.load(run_dir / "models" / "gan_last.pt", weights_only=True)["refit"]
-    assert len(refit["images"]) == len(refit["labels"]) == 10 and refit["labels"].max() < 5
-
-
 def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
     stored = {k: v for k, v in bfm.default_recipe("corrected", "disjoint").items()
-              if k not in ("surrogate_noise", "g_average", "surrogate_balance", "mode_seeking")}
+              if k not in ("surrogate_noise", "surrogate_cutout")}
     recipe = upgrade_recipe(dict(stored, lr_decay="linear"), "corrected", "disjoint")
-    assert recipe["surrogate_noise"] == 0.0 and recipe["g_average"] == 0.0  # not today's disjoint 0.3
-    assert recipe["surrogate_balance"] is False and recipe["mode_seeking"] == 0.0
+    assert recipe["surrogate_noise"] == 0.0 and recipe["surrogate_cutout"] == 0  # not today's disjoint 0.3 and 14
     assert recipe["lr_decay"] == "linear" and recipe["surrogate_weight"] == stored["surrogate_weight"]
+
+
+def test_a_recipe_with_an_entry_that_left_the_code_reads_only_where_it_was_off():
+    stored = bfm.default_recipe("corrected", "disjoint")
+    recipe = upgrade_recipe(dict(stored, g_average=0.0, mmd_patch=0), "corrected", "disjoint")
+    assert recipe == stored  # off: nothing the code lacks
+    with pytest.raises(UserError, match=f"git checkout {bfm.RETIRED_AT}"):
+        upgrade_recipe(dict(stored, g_average=0.99), "corrected", "disjoint")

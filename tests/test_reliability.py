@@ -171,7 +171,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_dir, tmp_path,
     assert not (run_dir / "results.json").exists()
 
 
-@pytest.mark.parametrize("recipe", [[], ["--recipe", "g_average=0.5", 'lr_decay="linear_step"']])
+@pytest.mark.parametrize("recipe", [[], ["--recipe", 'lr_decay="linear_step"']])
 def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, recipe):
     args = ["--data_dir", data_dir, "--epochs_target_model", 2, "--epochs_gan", 4, "--batch_size", 16,
             "--gan_batch_size", 10, "--n_eval_per_class", 5, "--seed", 5, *recipe]
@@ -196,30 +196,16 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
     assert resumed["attack"] == straight["attack"]
     assert resumed["target"] == straight["target"]
     assert [h["loss_g"] for h in resumed["history"]] == [h["loss_g"] for h in straight["history"]]
-    ckpt = load_checkpoint(killed / "models" / "gan_last.pt", "gan")
-    if recipe:  # the attack's G (what --evaluate reads) is the average, the trained G is kept beside it
-        assert not torch.equal(ckpt["g"]["concat_block.weight"], ckpt["g_trained"]["concat_block.weight"])
-    else:
-        assert "g_trained" not in ckpt
 
 
 @pytest.mark.parametrize("flags,fragment", [(["--controls", "nope"], "choose from"),
                                             (["--protocol", "disjoint", "--controls", "true_labels"], "--protocol same"),
                                             (["--recipe", "nope=1"], "no recipe entry"),
                                             (["--recipe", 'lr_decay="cosine"'], "linear_step"),
-                                            (["--recipe", "g_average=1"], "in [0, 1)"),
-                                            (["--recipe", "mode_seeking=-1"], ">= 0"),
-                                            (["--recipe", "surrogate_balance=1"], "true or false"),
+                                            (["--recipe", "g_average=0.99"], "docs/dead_ends.md"),
                                             (["--recipe", "surrogate_models=0"], "whole number >= 1"),
                                             (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
-                                            (["--recipe", "mmd_patch=2.5"], "from 0 (whole images) to 28"),
-                                            (["--recipe", "mmd_per_class=1"], "true or false"),
-                                            (["--recipe", "mmd_per_class=true", "mmd_patch=8"], "drop mmd_patch"),
-                                            (["--recipe", "surrogate_cutout_share=0"], "in (0, 1]"),
-                                            (["--recipe", "surrogate_cutout_until=1.5"], "share of the GAN's steps"),
-                                            (["--recipe", "surrogate_floor=-1"], "not pushed, >= 0"),
-                                            (["--recipe", "g_slots=2"], "leaves 0 of G's label inputs"),
-                                            (["--protocol", "disjoint", "--recipe", "g_slots=6"], "from 1 to 5"),
+                                            (["--recipe", "surrogate_cutout=30"], "from 0 (none) to 28"),
                                             (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
