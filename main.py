@@ -29,7 +29,7 @@ from attacklab.fgsm import DEFAULT_EPS, run_fgsm
 from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS, private_digits_error, protocol_for
 from attacklab.report import Logger
 from attacklab.runfolder import (CONFIG, PATH_FLAGS, RESULTS, load_run_config, make_run_dirs, refuse_existing_run,
-                                 resolve_paths)
+                                 resolve_paths, unread_flags)
 from attacklab.runtime import UserError, select_device, write_json_atomic
 
 REPO = Path(__file__).resolve().parent
@@ -342,15 +342,10 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
 # several seeds
 # ---------------------------------------------------------------------------
 
-# flags read only by one attack: another attack's run does not differ by them
-ATTACK_FLAGS = {"fgsm": ("fgsm_eps", "fgsm_target"),
-                "extraction": ("extraction_digits", "extraction_budgets", "extraction_queries", "extraction_decimals")}
-
-
 def check_same_flags(saved_cfg, run_args, run_dir):
     """A sweep reuses a seed's earlier run only if it was made with the flags asked for now."""
-    unread = {k for attack, keys in ATTACK_FLAGS.items() if attack != run_args.attack for k in keys}
-    wanted = {k: v for k, v in run_flags(run_args).items() if k not in PATH_FLAGS and k not in unread}
+    skip = set(PATH_FLAGS) | unread_flags(run_args.attack)
+    wanted = {k: v for k, v in run_flags(run_args).items() if k not in skip}
     differ = [f"--{k} {saved_cfg['flags'].get(k)} there, {v} now" for k, v in wanted.items()
               if saved_cfg["flags"].get(k) != v]
     if differ:

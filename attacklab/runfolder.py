@@ -26,6 +26,16 @@ OLDER_RUNS = {"protocol": "same", "query_budget": None, "controls": [], "recipe"
               "judge": "heldout", "judge_seed": 0}
 
 
+# flags read only by one attack: another attack's run does not differ by them
+ATTACK_FLAGS = {"fgsm": ("fgsm_eps", "fgsm_target"),
+                "extraction": ("extraction_digits", "extraction_budgets", "extraction_queries", "extraction_decimals")}
+
+
+def unread_flags(attack):
+    """The flags that --attack `attack` does not read."""
+    return {k for other, keys in ATTACK_FLAGS.items() if other != attack for k in keys}
+
+
 def resolve_paths(args):
     """Run folder and its parts as absolute paths."""
     run_dir = Path(args.run_dir) if args.run_dir else REPO / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
