@@ -40,9 +40,9 @@ def mi_face_controls(protocol, seed, run_dir):
     finally:
         logger.close()
     evaluator, _, _ = evaluation.evaluator_stage(flags, data, device, proto.private_classes)
-    judge, judge_info = evaluation.judge_stage(flags, data, device, proto.private_classes)
+    judge, _ = evaluation.judge_stage(flags, data, device, proto.private_classes)
     controls = run_controls(cfg, target, evaluator, proto.aux(data, flags), paths, device, judge=judge)
-    return controls, dict(target_info, judge_on_private_train=judge_info["accuracy_on_private_train"])
+    return controls, target_info
 
 
 def mean_std(values):
