@@ -190,15 +190,26 @@ def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     with Image.open(out) as img:
-        assert img.size[0] >= 2 * img.size[1] * 0.8  # two panels across
+        two_wide = img.size[0]
+        assert two_wide >= 2 * img.size[1] * 0.8  # two panels across
+    proc = subprocess.run([sys.executable, str(script), finished, "--real", "--out", out], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as img:
+        assert img.size[0] == two_wide  # the run and its real private digits
     proc = subprocess.run([sys.executable, str(script), finished, tmp_path, "--out", out], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "has no results.json" in proc.stderr and "Traceback" not in proc.stderr
     sys.path.insert(0, str(script.parent))
     import compare_grids
     seed = json.loads((Path(finished) / "config.json").read_text())["seed"]
-    assert f", seed {seed}:" in compare_grids.panel_title(Path(finished))  # which run a panel shows
-    assert f", seed {seed}:" in compare_grids.panel_title(Path(finished) / "controls" / "mi_face")
+    assert f", seed {seed}\n" in compare_grids.panel_title(Path(finished))  # which run a panel shows
+    assert f", seed {seed}\n" in compare_grids.panel_title(Path(finished) / "controls" / "mi_face")
+    assert "(held-out judge)" in compare_grids.panel_title(Path(finished))
+    digits = json.loads((Path(finished) / "results.json").read_text())["private_digits"]
+    assert compare_grids.private_digits(Path(finished) / "controls" / "mi_face") == digits  # rows say the real digits
+    real = compare_grids.real_grid(Path(finished), [7, 2], per_digit=3)
+    assert real.shape == (2 + 30 * 2, 2 + 30 * 3, 3)
 
 
 @pytest.mark.parametrize("protocol,k", [("disjoint", 5), ("letters", 10)])
