@@ -2,6 +2,7 @@
 
     python -m attacklab.tables runs/heldout/d56789 runs/heldout/odd ...
     python -m attacklab.tables runs/extraction          # an --attack extraction run: its rounding table
+    python -m attacklab.tables --headline runs/heldout/odd ...   # the README's columns only
 
 Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluator<E>.json from
 --evaluate --evaluator_seed E) or one run folder. Prints, per folder: the attack and its controls by
@@ -89,38 +90,48 @@ def cells_below(judged):
     return sum(c < BAR for c in cells), len(cells)
 
 
-def summary_table(run_dirs):
-    """One line per folder: the attack and its controls by the held-out judge and by each evaluator seed."""
-    lines = ["| runs | private digits | seeds | target test acc. | judge acc. on private train | attack, judge | "
-             "attack, evaluator seeds | cells < 0.5 (judge) | coverage | density | no-leak, judge | "
-             "ignorant, judge (any private) | aux as labelled, judge | MI-FACE (ART's loop, defaults), judge | "
-             "MI-FACE (stop at p 0.99, 1,000 steps), judge |",
-             "| --- |" + " --- |" * 14]
+SUMMARY_COLUMNS = ("runs", "private digits", "seeds", "target test acc.", "judge acc. on private train",
+                   "attack, judge", "attack, evaluator seeds", "cells < 0.5 (judge)", "coverage", "density",
+                   "no-leak, judge", "ignorant, judge (any private)", "aux as labelled, judge",
+                   "MI-FACE (ART's loop, defaults), judge", "MI-FACE (stop at p 0.99, 1,000 steps), judge")
+HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells < 0.5 (judge)", "coverage",
+                    "attack, evaluator seeds", "no-leak, judge", "ignorant, judge (any private)",
+                    "MI-FACE (ART's loop, defaults), judge")
+
+
+def folder_summary(run_dir):
+    """{column: cell} of one folder: the attack and its controls by the held-out judge and each evaluator seed."""
+    runs = load_runs(run_dir)
+    own = own_results(runs)
+    digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
+    judged = judge_rows(own, "attack")
+    eval_seeds = sorted({e for _, by_eval in runs.values() for e in by_eval})
+    by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for _, by in runs.values() if e in by])}"
+                         f" ({e})" for e in eval_seeds)
+    below, total = cells_below(judged) if judged else (None, None)
+    ignorant = judge_rows(own, "ignorant")
+    cells = [Path(run_dir).as_posix(), " ".join(map(str, digits)), " ".join(str(s) for s in runs),
+             mean_std([r["target"]["test_accuracy"] for r in own]),
+             mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
+             mean_std([j["accuracy"] for j in judged]), by_eval,
+             f"{below} of {total}" if judged else "—",
+             mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
+             mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),
+             (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
+              if ignorant else "—"),
+             mean_std([j["accuracy"] for j in judge_rows(own, "aux_as_labelled")]),
+             mean_std([j["accuracy"] for j in judge_rows(own, "mi_face_art")]),
+             mean_std([j["accuracy"] for j in judge_rows(own, "mi_face")])]
+    return dict(zip(SUMMARY_COLUMNS, cells))
+
+
+def summary_table(run_dirs, columns=SUMMARY_COLUMNS):
+    """One line per folder with the given columns (SUMMARY_COLUMNS: all; HEADLINE_COLUMNS: the front page's)."""
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " --- |" * (len(columns) - 1)]
     for run_dir in run_dirs:
-        runs = load_runs(run_dir)
-        if not runs:
-            continue
-        own = own_results(runs)
-        digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
-        judged = judge_rows(own, "attack")
-        eval_seeds = sorted({e for _, by_eval in runs.values() for e in by_eval})
-        by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for _, by in runs.values() if e in by])}"
-                             f" ({e})" for e in eval_seeds)
-        below, total = cells_below(judged) if judged else (None, None)
-        ignorant = judge_rows(own, "ignorant")
-        cells = [Path(run_dir).as_posix(), " ".join(map(str, digits)), " ".join(str(s) for s in runs),
-                 mean_std([r["target"]["test_accuracy"] for r in own]),
-                 mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
-                 mean_std([j["accuracy"] for j in judged]), by_eval,
-                 f"{below} of {total}" if judged else "—",
-                 mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
-                 mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),
-                 (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
-                  if ignorant else "—"),
-                 mean_std([j["accuracy"] for j in judge_rows(own, "aux_as_labelled")]),
-                 mean_std([j["accuracy"] for j in judge_rows(own, "mi_face_art")]),
-                 mean_std([j["accuracy"] for j in judge_rows(own, "mi_face")])]
-        lines.append("| " + " | ".join(cells) + " |")
+        if load_runs(run_dir):
+            summary = folder_summary(run_dir)
+            lines.append("| " + " | ".join(summary[c] for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -165,6 +176,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="--seeds folders (or run folders)")
     p.add_argument("--digits_of", default="attack", help="the row whose per-digit table is printed (attack, no_leak, ...)")
+    p.add_argument("--headline", action="store_true",
+                   help="print only the front page's columns of the summary table, and no per-digit table")
     args = p.parse_args(argv)
     missing = [d for d in args.run_dirs if not seed_folders(d)]
     if missing:
@@ -176,7 +189,9 @@ def main(argv=None):
         print(extraction_table(run_dir))
         print()
     inversion = [d for d in args.run_dirs if d not in extraction]
-    if inversion:
+    if inversion and args.headline:
+        print(summary_table(inversion, HEADLINE_COLUMNS))
+    elif inversion:
         print(summary_table(inversion))
         print()
         print(digit_table(inversion, args.digits_of))

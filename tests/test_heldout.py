@@ -180,6 +180,11 @@ def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
     assert "| 7 | 14 / 20 |" in out and "| 8 | 10 / 20 |" in out
     low, high = wilson_interval(14, 20)
     assert f"{low:.2f}–{high:.2f}" in out
+    assert tables.main(["--headline", str(tmp_path / "split")]) == 0
+    header, _, row, *rest = capsys.readouterr().out.splitlines()
+    headline = dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (header, row))))
+    assert not rest and headline["cells < 0.5 (judge)"] == "2 of 10"  # the front page's row, no per-digit table
+    assert headline["no-leak, judge"] == "0.100 ± 0.000" and "density" not in headline
     assert tables.main([str(tmp_path / "empty")]) == 2
 
 
