@@ -243,9 +243,11 @@ def attack_and_judge(cfg, data, target, paths, device, logger, seconds):
     outcome = attack.complete(attack.run_inversion(attack.attacker_config(cfg), api, aux[0], attack.attacker_paths(paths),
                                                    device, logger, max_batches(flags)), monitor)
     seconds.update(outcome.seconds)
-    metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0], judge)
     t0 = time.time()
-    controls = run_controls(cfg, target, evaluator, aux, paths, device, max_batches(flags), judge=judge)
+    metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0], judge)
+    seconds["evaluation"] = time.time() - t0
+    t0 = time.time()
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, max_batches(flags), judge=judge, seconds=seconds)
     seconds["controls"] = time.time() - t0
     surrogate = evaluation.surrogate_report(outcome.surrogate, outcome.surrogate_info, target,
                                             protocol.private(data)["val"][0])

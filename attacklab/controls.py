@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -263,10 +264,12 @@ CONTROL_FNS = {"ignorant": _ignorant, "no_leak": _no_leak, "aux_as_labelled": _a
                "mi_face_art": lambda cfg, ctx: _mi_face("mi_face_art", cfg, ctx)}
 
 
-def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True, judge=None):
+def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, reuse=True, save=True, judge=None,
+                 seconds=None):
     """Every control of the run's config: {name: metrics}, each kept in RUN_DIR/controls/<name>.json.
 
-    reuse: read a control finished earlier (a resumed run); save: write what was computed.
+    reuse: read a control finished earlier (a resumed run); save: write what was computed; seconds: a dict that
+    gets each computed control's wall time as "control_<name>".
     """
     ctx = {"target": target, "evaluator": evaluator, "aux": aux, "paths": paths, "device": device, "judge": judge,
            "max_batches": max_batches if max_batches else (1 if cfg["flags"]["dry_run"] else None)}
@@ -277,7 +280,10 @@ def run_controls(cfg, target, evaluator, aux, paths, device, max_batches=None, r
             rows[name] = json.loads(path.read_text())
             continue
         path.parent.mkdir(exist_ok=True)
+        t0 = time.time()
         rows[name] = CONTROL_FNS[name](cfg, ctx)
+        if seconds is not None:
+            seconds[f"control_{name}"] = time.time() - t0
         if save:
             write_json_atomic(rows[name], path)
     return rows

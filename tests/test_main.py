@@ -66,7 +66,8 @@ def test_results_json_has_the_promised_fields(finished):
     assert attack["queries"] == 30  # the 30 test images of the tiny tree, queried once
     assert set(attack["surrogate"]) == {"accuracy_on_aux_labels", "agreement_with_target_on_val"}
     assert len(attack["per_class_accuracy_by_target"]) == 10
-    assert {"data", "target", "evaluator", "gan"} <= set(results["seconds"])
+    assert {"data", "target", "evaluator", "gan", "evaluation", "controls"} <= set(results["seconds"])
+    assert {f"control_{name}" for name in results["controls"]} <= set(results["seconds"])  # where the time went
     assert set(results["reference"]) == {"real_test", "uniform_noise"}
     assert [h["epoch"] for h in results["history"]] == list(range(1, 11))
 
@@ -210,6 +211,17 @@ def test_compare_grids_puts_runs_side_by_side(finished, tmp_path):
     assert compare_grids.private_digits(Path(finished) / "controls" / "mi_face") == digits  # rows say the real digits
     real = compare_grids.real_grid(Path(finished), [7, 2], per_digit=3)
     assert real.shape == (2 + 30 * 2, 2 + 30 * 3, 3)
+
+
+def test_where_time_goes_lists_every_stage_and_control(finished, tmp_path):
+    script = REPO / "bench" / "where_time_goes.py"
+    proc = subprocess.run([sys.executable, str(script), finished], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip() for line in proc.stdout.splitlines()[2:]}
+    controls = json.loads((Path(finished) / "results.json").read_text())["controls"]
+    assert {"target", "gan", "controls", "all stages"} | {f"control_{c}" for c in controls} <= rows
+    proc = subprocess.run([sys.executable, str(script), tmp_path], capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds no results.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("protocol,k", [("disjoint", 5), ("letters", 10)])
