@@ -96,7 +96,7 @@ SUMMARY_COLUMNS = ("runs", "private digits", "seeds", "target test acc.", "judge
                    "MI-FACE (ART's loop, defaults), judge", "MI-FACE (stop at p 0.99, 1,000 steps), judge")
 HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells < 0.5 (judge)", "coverage",
                     "attack, evaluator seeds", "no-leak, judge", "ignorant, judge (any private)",
-                    "MI-FACE (ART's loop, defaults), judge")
+                    "aux as labelled, judge", "MI-FACE (ART's loop, defaults), judge")
 
 
 def folder_summary(run_dir):
