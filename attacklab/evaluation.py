@@ -223,7 +223,9 @@ def summarise(all_results, path):
     held-out judge), the judge's passes per digit pooled over seeds with Wilson intervals; printed and written to path."""
     summary = {}
     first = next(iter(all_results.values()))
-    keys = list(SUMMARY_KEYS) + [("controls", c) for c in first.get("controls", {})]
+    # a control added to some seeds only (--evaluate RUN --controls NAME) is summarised where every seed has it
+    shared = [c for c in first.get("controls", {}) if all(c in r.get("controls", {}) for r in all_results.values())]
+    keys = list(SUMMARY_KEYS) + [("controls", c) for c in shared]
     for section, key in keys:
         pick = (lambda r: r[section][key]["accuracy_by_evaluator"]) if section == "controls" else (
             lambda r: r[section][key])
@@ -231,7 +233,7 @@ def summarise(all_results, path):
                                                 list(all_results))
     pooled = None
     if all("judge" in r["attack"] for r in all_results.values()):
-        for name in ["attack"] + [c for c in first.get("controls", {}) if "judge" in first["controls"][c]]:
+        for name in ["attack"] + [c for c in shared if all("judge" in r["controls"][c] for r in all_results.values())]:
             rows = [r["attack"] if name == "attack" else r["controls"][name] for r in all_results.values()]
             summary[f"judge.{name}"] = _mean_std(f"{name} by the held-out judge", [m["judge"]["accuracy"] for m in rows],
                                                  list(all_results))

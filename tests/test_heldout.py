@@ -190,7 +190,9 @@ def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
 
 def test_a_seeds_summary_pools_the_judges_counts(tmp_path):
     runs = {1: _fake_run(tmp_path / "split", 1, [10, 10, 4, 10, 10]), 2: _fake_run(tmp_path / "split", 2, [10] * 5)}
+    runs[2]["controls"].pop("mi_face_art")  # a control added to one seed only, later (--evaluate --controls)
     summary = evaluation.summarise(runs, tmp_path / "seeds_summary.json")
+    assert "controls.no_leak" in summary and "controls.mi_face_art" not in summary and "judge.mi_face_art" not in summary
     written = json.loads((tmp_path / "seeds_summary.json").read_text())
     assert written["judge_pooled_by_digit"]["7"]["passed"] == 14 and written["judge_pooled_by_digit"]["7"]["n"] == 20
     assert summary["judge.cells_below_0.5"] == {"cells": 1, "of": 10}
