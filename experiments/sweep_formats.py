@@ -11,8 +11,9 @@ no-leak control's (when the cell ran it), the target's test accuracy (the defenc
 queries; the rows are also appended to OUT/table.md with the flags that made them. A default run is
 10-20 minutes on 2 CPU cores, so the whole table (18 cells) is several hours; the README's table
 skips the controls (`-- --controls none`) and keeps disjoint on the recipe its cells were measured
-with (no per-step decay, no rotations). `same` needs its 7 GAN epochs (with 2 its D wins and the
-attack scores about 0.5): its six cells took about two hours on one thread.
+with (no per-step decay, no rotations). The table's `same` cells ran 7 GAN epochs, the default before
+commit 562f93b (now 3): rerun them with `--protocols same -- --epochs_gan 7 ...`; with 2 epochs its D
+wins and the attack scores about 0.5. Its six cells took about two hours on one thread.
 """
 import argparse
 import json
