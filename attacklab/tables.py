@@ -99,9 +99,8 @@ HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells <
                     "aux as labelled, judge", "MI-FACE (ART's loop, defaults), judge")
 
 
-def folder_summary(run_dir):
-    """{column: cell} of one folder: the attack and its controls by the held-out judge and each evaluator seed."""
-    runs = load_runs(run_dir)
+def folder_summary(run_dir, runs):
+    """{column: cell} of one folder (its load_runs): the attack and its controls by the judge and each evaluator seed."""
     own = own_results(runs)
     digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
     judged = judge_rows(own, "attack")
@@ -129,8 +128,9 @@ def summary_table(run_dirs, columns=SUMMARY_COLUMNS):
     """One line per folder with the given columns (SUMMARY_COLUMNS: all; HEADLINE_COLUMNS: the front page's)."""
     lines = ["| " + " | ".join(columns) + " |", "| --- |" + " --- |" * (len(columns) - 1)]
     for run_dir in run_dirs:
-        if load_runs(run_dir):
-            summary = folder_summary(run_dir)
+        runs = load_runs(run_dir)
+        if runs:
+            summary = folder_summary(run_dir, runs)
             lines.append("| " + " | ".join(summary[c] for c in columns) + " |")
     return "\n".join(lines)
 

@@ -26,16 +26,14 @@ def stage_seconds(run_dir):
 def table(run_dirs):
     """Markdown table: one row per stage, one column per run (seconds and share of the run's stages)."""
     per_run = [stage_seconds(r) for r in run_dirs]
+    totals = [sum(v for k, v in stages.items() if not k.startswith("control_")) for stages in per_run]
     names = list(dict.fromkeys(k for stages in per_run for k in stages))
     lines = ["| stage | " + " | ".join(Path(r).as_posix() for r in run_dirs) + " |",
              "| --- |" + " --- |" * len(run_dirs)]
     for name in names:
-        cells = []
-        for stages in per_run:
-            total = sum(v for k, v in stages.items() if not k.startswith("control_"))
-            cells.append(f"{stages[name]:.0f} s ({100 * stages[name] / total:.0f} %)" if name in stages else "—")
+        cells = [f"{stages[name]:.0f} s ({100 * stages[name] / total:.0f} %)" if name in stages else "—"
+                 for stages, total in zip(per_run, totals)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    totals = [sum(v for k, v in stages.items() if not k.startswith("control_")) for stages in per_run]
     lines.append("| all stages | " + " | ".join(f"{t:.0f} s" for t in totals) + " |")
     return "\n".join(lines)
 
