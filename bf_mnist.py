@@ -54,6 +54,14 @@ class TargetModel(nn.Module):
         """The article's forward, layer by layer (the benchmark's baseline)."""
         return self.main(x)
 
+    def hiddens(self, x):
+        """([pooled convolutions (2c, 12, 12), features (4c,)], logits) along forward's path (BiDO reads them)."""
+        conv1, conv2 = self.main[0], self.main[1]
+        kernel = F.conv_transpose2d(conv2.weight, conv1.weight)  # (2c, 1, 5, 5)
+        pooled = self.main[2](F.conv2d(x, kernel, conv2.bias + conv2.weight.sum((2, 3)) @ conv1.bias))  # (2c, 12, 12)
+        features = self.main[5](self.main[4](self.main[3](pooled)))  # (4c,)
+        return [pooled, features], self.main[7](self.main[6](features))
+
 
 class Generator(nn.Module):
     """G(z, y): z (nz, 1, 1) and a one-hot y (10,) -> an image (1, 28, 28) in [-1, 1]."""

@@ -21,6 +21,7 @@ import bf_mnist as bfm
 from attacklab import attack, evaluation, provider
 from attacklab.api import API_OUTPUTS, PredictionAPI
 from attacklab.controls import CONTROLS, DEFAULT_CONTROLS, run_controls, validate_controls
+from attacklab.defences import DEFENCES, STRENGTH_HELP, strength_error
 from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, recipe_error, str2bool
 from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
@@ -85,10 +86,9 @@ def build_parser():
     p.add_argument("--api_output", choices=API_OUTPUTS, default="label",
                    help="what the API returns: the label (the article), the softmax vector, or it rounded")
     p.add_argument("--api_decimals", type=positive_int, default=1, help="--api_output rounded: decimals kept")
-    p.add_argument("--defence", choices=("none", "label_smoothing_neg"), default="none",
-                   help="the provider's defence while training the target (negative label smoothing: Struppek et al.)")
-    p.add_argument("--smoothing", type=float, default=-0.05,
-                   help="--defence label_smoothing_neg: the smoothing factor alpha (targets (1-alpha) onehot + alpha/k)")
+    p.add_argument("--defence", choices=tuple(DEFENCES), default="none",
+                   help="the provider's defence while training the target (docs/defences.md)")
+    p.add_argument("--defence_strength", type=float, default=None, metavar="S", help=STRENGTH_HELP)
     p.add_argument("--query_budget", type=positive_int, default=None,
                    help="most images the attacker may send to the API (default: the protocol's, "
                         f"{ {k: v for k, v in DEFAULT_BUDGET.items()} }; results.json reports it)")
@@ -129,13 +129,11 @@ def validate_args(args):
     """Checks argparse cannot express; each failure is one UserError sentence."""
     if args.ngpu < 0:
         raise UserError(f"--ngpu must be 0 or more, got {args.ngpu}")
-    error = private_digits_error(args.protocol, args.private_digits)
-    if error:
-        raise UserError(error)
+    for error in (private_digits_error(args.protocol, args.private_digits), strength_error(args.defence, args.defence_strength)):
+        if error:
+            raise UserError(error)
     recipe_for(args)  # a bad --recipe entry fails before any folder is made
     validate_controls(run_flags(args)["controls"], args.protocol, args.variant)
-    if args.defence == "label_smoothing_neg" and not args.smoothing < 0:
-        raise UserError(f"--smoothing {args.smoothing}: negative label smoothing needs a factor below 0, e.g. -0.05")
     if args.attack != "inversion" and args.protocol != "same":
         raise UserError(f"--attack {args.attack} attacks the ten-digit target: drop --protocol {args.protocol}")
     if not args.training_flag and not args.train_model_dir:
@@ -314,7 +312,7 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
     data = load_data(Path(flags["data_dir"]))
     private, aux = protocol.private(data), protocol.aux(data, flags)
     target, target_ckpt = provider.load_target(paths["models"] / "target_best.pt", device, "--evaluate",
-                                               protocol.n_classes)
+                                               protocol.n_classes, flags["defence"])
     g, ckpt = attack.load_generator(cfg, paths["models"] / "gan_last.pt", device)
     surrogate, info = attack.load_surrogate(paths["models"] / "surrogate.pt", device, protocol.n_classes,
                                             cfg["recipe"]["surrogate_models"])

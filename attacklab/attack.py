@@ -10,6 +10,7 @@ target, the evaluator, the judge, the data folder or the experimenter's monitor.
 import time
 from dataclasses import dataclass, field
 
+import torch
 
 import bf_mnist as bfm
 from attacklab import sampling
@@ -91,6 +92,10 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None)
     A generator: yields (epoch, G) after each GAN epoch is checkpointed; returns an InversionOutcome.
     cfg is attacker_config's, paths attacker_paths'.
     """
+    if api.budget is not None and api.budget < len(aux_images):  # it may ask about only `budget` of its images
+        keep = torch.randperm(len(aux_images), generator=torch.Generator().manual_seed(cfg["seed"]))[:api.budget]
+        aux_images = aux_images[keep.sort().values]
+        print(f"query budget {api.budget}: the attacker labels {api.budget} of its images and trains on those")
     answers = targets_from(api(to_unit(aux_images)))  # the attacker's first look at the target: once per image
     aux_labels = as_labels(answers)
     t0 = time.time()

@@ -64,19 +64,6 @@ def predict_logits(model, images01, batch_size=1000):
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def smoothed_cross_entropy(alpha):
-    """Cross-entropy against (1 - alpha) * one-hot + alpha / k: label smoothing, negative when alpha < 0.
-
-    Negative smoothing (Struppek et al., ICLR 2024) pushes the wrong classes' probabilities below zero's
-    target, which sharpens the decision and is reported to weaken model inversion.
-    """
-    def loss(logits, y):
-        k = logits.shape[1]
-        target = (1 - alpha) * F.one_hot(y, k).to(logits.dtype) + alpha / k
-        return -(target * F.log_softmax(logits, 1)).sum(1).mean()
-    return loss
-
-
 @torch.no_grad()
 def predict_labels(model, images01, batch_size=1000):
     """Predicted labels of float images in [0, 1] (N, 1, 28, 28), in eval mode."""

@@ -22,7 +22,7 @@ REQUIRED_FLAGS = ("data_dir", "run_dir", "model_dir", "sample_dir", "log_dir", "
 OLDER_RUNS = {"protocol": "same", "query_budget": None, "controls": [], "recipe": None, "attack": "inversion",
               "fgsm_eps": [], "fgsm_target": None, "extraction_digits": [3, 5], "extraction_budgets": [],
               "extraction_queries": [1], "extraction_decimals": [],
-              "api_output": "label", "api_decimals": 1, "defence": "none", "smoothing": -0.05,
+              "api_output": "label", "api_decimals": 1, "defence": "none", "smoothing": -0.05, "defence_strength": None,
               "judge": "heldout", "judge_seed": 0}
 
 

@@ -31,7 +31,8 @@ def main():
         raise SystemExit(f"{run}: not a --protocol disjoint run")
     protocol = PROTOCOLS["disjoint"]
     try:
-        target, _ = load_target(run / "models" / "target_best.pt", "cpu", "the run's target", protocol.n_classes)
+        target, _ = load_target(run / "models" / "target_best.pt", "cpu", "the run's target", protocol.n_classes,
+                                flags.get("defence", "none"))
     except UserError as exc:
         raise SystemExit(str(exc)) from None
     images, digits = protocol.aux(load_data(flags["data_dir"]), flags)  # exactly the attacker's images

@@ -64,7 +64,8 @@ def image_sets(run, n=100):
     cfg = load_run_config(run, "label_robustness.py")  # checked, and read where the folder is now
     flags = cfg["flags"]
     protocol = PROTOCOLS[flags["protocol"]]
-    target, _ = load_target(Path(run) / "models" / "target_best.pt", "cpu", "label_robustness", protocol.n_classes)
+    target, _ = load_target(Path(run) / "models" / "target_best.pt", "cpu", "label_robustness", protocol.n_classes,
+                            flags.get("defence", "none"))
     api = PredictionAPI(target)
     g, _ = load_generator(cfg, Path(run) / "models" / "gan_last.pt", "cpu")
     noise, requested = eval_requests(cfg, "cpu")

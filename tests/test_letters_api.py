@@ -1,5 +1,4 @@
-"""The letters set, the API's answer formats and the provider's negative label smoothing."""
-import math
+"""The letters set and the API's answer formats."""
 
 import numpy as np
 import pytest
@@ -8,7 +7,6 @@ import torch
 import bf_mnist as bfm
 from attacklab import letters
 from attacklab.api import PredictionAPI, as_labels
-from attacklab.classifiers import smoothed_cross_entropy
 
 
 def test_letters_are_deterministic_by_seed_and_mnist_placed():
@@ -59,19 +57,3 @@ def test_each_api_format_returns_what_it_says_and_counts(target):
     assert torch.equal(rounded, torch.round(probs, decimals=1)) and ((rounded * 10) == (rounded * 10).round()).all()
     probs_api(x[:2])
     assert probs_api.queries == 8
-
-
-def test_negative_label_smoothing_loss_on_known_inputs():
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, -1.0]])
-    y = torch.tensor([0, 2])
-    logp = torch.log_softmax(logits, 1)
-    for alpha in (0.0, 0.1, -0.05):
-        target = (1 - alpha) * torch.nn.functional.one_hot(y, 3) + alpha / 3
-        expected = -(target * logp).sum(1).mean()
-        assert smoothed_cross_entropy(alpha)(logits, y).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert smoothed_cross_entropy(0.0)(logits, y).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
-    # by hand for the first row, alpha = -0.05: targets (1.0333, -0.0167, -0.0167)
-    z = math.log(math.exp(2) + 2)
-    row = -(1.05 - 0.05 / 3) * (2 - z) + 2 * (0.05 / 3) * (0 - z)
-    assert smoothed_cross_entropy(-0.05)(logits[:1], y[:1]).item() == pytest.approx(row, rel=1e-6)

@@ -207,7 +207,9 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "surrogate_models=0"], "whole number >= 1"),
                                             (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
                                             (["--recipe", "surrogate_cutout=30"], "from 0 (none) to 28"),
-                                            (["--defence", "label_smoothing_neg", "--smoothing", "0.1"], "below 0"),
+                                            (["--defence", "label_smoothing_neg", "--defence_strength", "0.1"], "below 0"),
+                                            (["--defence_strength", "0.1"], "pick a --defence"),
+                                            (["--defence", "dp_sgd", "--defence_strength", "0"], "above 0"),
                                             (["--attack", "fgsm", "--protocol", "disjoint"], "ten-digit target")])
 def test_bad_protocol_and_attack_flags(tmp_path, flags, fragment):
     proc = fails("--run_dir", tmp_path / "run", *flags)
