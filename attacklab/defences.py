@@ -9,6 +9,7 @@
 What each does, and the literature values it follows: docs/defences.md.
 """
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -99,6 +100,16 @@ def smoothing_schedule(alpha, progress_fraction):
     if progress_fraction < 0.75:
         return alpha * (progress_fraction - 0.5) / 0.5
     return alpha
+
+
+def selectable(flags, epoch):
+    """Whether the target after `epoch` may be kept as the best by val: with smoothing, only once it is at its final alpha.
+
+    Best-by-val would otherwise keep an early epoch trained before the schedule started: no defence at all.
+    """
+    if flags["defence"] == "label_smoothing_neg":
+        return epoch >= 0.75 * flags["epochs_target_model"]
+    return True
 
 
 class ScheduledSmoothing:
@@ -214,6 +225,8 @@ def train_dp_sgd(model, train, val, flags, device, epsilon, max_batches=None, on
     if errors:
         raise RuntimeError(f"Opacus cannot train the target: {errors}")
     loader = DataLoader(TensorDataset(*train), batch_size=flags["batch_size"], shuffle=True)
+    warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded runs are the point here
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")  # images need no gradient
     engine = PrivacyEngine(accountant="rdp")
     net, optimizer, loader = engine.make_private_with_epsilon(
         module=net, optimizer=torch.optim.Adam(net.parameters()), data_loader=loader, target_epsilon=epsilon,

@@ -25,7 +25,7 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
         """Keep the best model by val accuracy, log, print; checkpoint the epoch when training can resume."""
         val = classifier_accuracy(model, *private["val"], max_batches=max_batches)
         state["seconds"] += seconds
-        if val > state["best_val"]:
+        if val > state["best_val"] and defences.selectable(flags, epoch):
             state["best_val"] = val
             save_checkpoint("target", best_path, model=model.state_dict(), epoch=epoch, val_accuracy=val, config=cfg)
         if optimizer is not None:

@@ -5,8 +5,9 @@
     python experiments/sweep_formats.py -- --controls none --recipe 'lr_decay="linear"' 'surrogate_affine=[0, 0]'
                                                                           # the README's table
 
-Each cell runs `python main.py --protocol P --api_output F --defence D --seed S --run_dir OUT/P-F-D`
-(finished cells are read, not rerun) and the table gives the attack's accuracy by the evaluator, the
+Each cell runs `python main.py --protocol P --api_output F --defence D --seed S --run_dir OUT/P-F-D-seedS`
+as a Ray task (attacklab.sweep's runner: a local cluster, or --address; finished cells are read, an
+interrupted one resumed, a failed one reported without stopping the others) and the table gives the attack's accuracy by the evaluator, the
 no-leak control's (when the cell ran it), the target's test accuracy (the defence's cost) and the
 queries; the rows are also appended to OUT/table.md with the flags that made them. A default run is
 10-20 minutes on 2 CPU cores, so the whole table (18 cells) is several hours; the README's table
@@ -17,24 +18,34 @@ wins and the attack scores about 0.5. Its six cells took about two hours on one 
 """
 import argparse
 import json
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from attacklab.sweep import run_on_ray  # noqa: E402
 
 
-def run_cell(out, protocol, fmt, defence, seed, extra):
-    """One cell's results.json (run now if it is not finished)."""
-    run_dir = Path(out) / f"{protocol}-{fmt}-{defence}-seed{seed}"
-    if not (run_dir / "results.json").is_file():
-        if (run_dir / "config.json").is_file():
-            cmd = ["--resume", str(run_dir)]
-        else:
-            cmd = ["--protocol", protocol, "--api_output", fmt, "--defence", defence, "--seed", str(seed),
-                   "--run_dir", str(run_dir), *extra]
-        subprocess.run([sys.executable, str(REPO / "main.py"), *cmd], check=True, stdout=subprocess.DEVNULL)
-    return json.loads((run_dir / "results.json").read_text())
+@dataclass(frozen=True)
+class FormatCell:
+    """One cell of the table: a protocol, an answer format, a defence, a seed."""
+    protocol: str
+    fmt: str
+    defence: str
+    seed: int
+
+    @property
+    def point(self):
+        return f"{self.protocol}-{self.fmt}-{self.defence}"
+
+    def folder(self, out):
+        return Path(out) / f"{self.point}-seed{self.seed}"
+
+    def argv(self, out, extra):
+        return ["--protocol", self.protocol, "--api_output", self.fmt, "--defence", self.defence, "--seed",
+                str(self.seed), "--run_dir", str(self.folder(out)), *extra]
 
 
 def show(table, line):
@@ -51,24 +62,30 @@ def main():
     p.add_argument("--formats", nargs="+", default=["label", "probs", "rounded"])
     p.add_argument("--defences", nargs="+", default=["none", "label_smoothing_neg"])
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--address", default=None, help="a running Ray cluster (default: a local one on this machine)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("extra", nargs="*", help="further main.py flags for every cell (after --)")
     args = p.parse_args()
-    table = Path(args.out) / "table.md"
-    table.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [FormatCell(pr, fmt, d, args.seed) for pr in args.protocols for fmt in args.formats for d in args.defences]
+    run_on_ray(cells, out, lambda c: c.argv(out, args.extra), args.address, args.cpus)
+    table = out / "table.md"
     show(table, f"\nseed {args.seed}, further flags: {' '.join(args.extra) or 'none'}\n")
     show(table, "| protocol | API output | defence | attack acc. (evaluator) | per class, lowest | no-leak control "
                 "| surrogate-target agreement (val) | target test acc. | queries |")
     show(table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for protocol in args.protocols:
-        for fmt in args.formats:
-            for defence in args.defences:
-                r = run_cell(args.out, protocol, fmt, defence, args.seed, args.extra)
-                no_leak = r["controls"].get("no_leak", {}).get("accuracy_by_evaluator")
-                lowest = min(r["attack"]["per_class_accuracy_by_evaluator"])
-                show(table, f"| {protocol} | {fmt} | {defence} | {r['attack']['accuracy_by_evaluator']:.3f} | "
-                            f"{lowest:.2f} | {'—' if no_leak is None else f'{no_leak:.3f}'} | "
-                            f"{r['attack']['surrogate']['agreement_with_target_on_val']:.3f} | "
-                            f"{r['target']['test_accuracy']:.4f} | {r['attack']['queries']:,} |")
+    for cell in cells:
+        if not (cell.folder(out) / "results.json").is_file():
+            show(table, f"| {cell.protocol} | {cell.fmt} | {cell.defence} | failed: see {cell.folder(out)}.log |")
+            continue
+        r = json.loads((cell.folder(out) / "results.json").read_text())
+        no_leak = r["controls"].get("no_leak", {}).get("accuracy_by_evaluator")
+        lowest = min(r["attack"]["per_class_accuracy_by_evaluator"])
+        show(table, f"| {cell.protocol} | {cell.fmt} | {cell.defence} | {r['attack']['accuracy_by_evaluator']:.3f} | "
+                    f"{lowest:.2f} | {'—' if no_leak is None else f'{no_leak:.3f}'} | "
+                    f"{r['attack']['surrogate']['agreement_with_target_on_val']:.3f} | "
+                    f"{r['target']['test_accuracy']:.4f} | {r['attack']['queries']:,} |")
 
 
 if __name__ == "__main__":

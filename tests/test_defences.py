@@ -19,6 +19,14 @@ def test_smoothing_schedule_follows_struppek():
     assert [defences.smoothing_schedule(alpha, p) for p in (0.75, 0.99)] == [alpha, alpha]
 
 
+def test_only_a_smoothed_target_can_be_kept_as_the_best():
+    flags = {"defence": "label_smoothing_neg", "epochs_target_model": 2}
+    assert [defences.selectable(flags, e) for e in (1, 2)] == [False, True]  # epoch 1 is plain cross-entropy
+    flags["epochs_target_model"] = 8
+    assert [e for e in range(1, 9) if defences.selectable(flags, e)] == [6, 7, 8]
+    assert defences.selectable({"defence": "mid", "epochs_target_model": 2}, 1)
+
+
 def test_scheduled_smoothing_loss_on_known_inputs():
     logits, y = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, -1.0]]), torch.tensor([0, 2])
     early = defences.ScheduledSmoothing(-0.05, total_steps=100, step=10)
