@@ -51,5 +51,17 @@ check dry_disjoint_59 --dry_run --protocol disjoint --private_digits 5 6 7 8 9
 check dry_letters --dry_run --protocol letters
 check dry_fgsm --dry_run --attack fgsm
 check dry_extraction --dry_run --attack extraction
+for defence in label_smoothing_neg dp_sgd mid bido; do  # each defence's training on CUDA (DP-SGD: Opacus' hooks)
+  check "dry_defence_$defence" --dry_run --protocol disjoint --defence "$defence" --controls none
+done
+# the frontier's Ray runner with a GPU share per cell (dry cells)
+t0=$SECONDS
+if python -m attacklab.sweep frontier --out "$out/frontier_dry" --dry_run --defences none mid --budgets --seeds 1 \
+     --gpus_per_cell 0.5 > "$out/frontier_dry.log" 2>&1; then
+  echo "$out/frontier_dry: $((SECONDS - t0)) s (Ray, 2 cells, half a GPU each)"
+else
+  echo "$out/frontier_dry: FAILED after $((SECONDS - t0)) s; the end of $out/frontier_dry.log:"; tail -n 20 "$out/frontier_dry.log"
+  failed=1
+fi
 [ "${SKIP_FULL:-0}" = 1 ] || check full_default
 exit $failed
