@@ -2,6 +2,7 @@
 
     python -m attacklab.sweep frontier --out runs/frontier                     # the full frontier (docs/defences.md)
     python -m attacklab.sweep frontier --out runs/frontier_dry --dry_run --defences none mid=0.1 --seeds 1 --budgets
+    python -m attacklab.sweep seeds --run_dir runs/heldout/odd --seeds 41 42 43 --main_args --protocol disjoint ...
 
 Ray starts a local cluster on this machine (--cpus, default all cores) unless --address names a running one.
 Each cell runs `python main.py ...` into its own run folder; its output goes to <cell>.log beside it.
@@ -81,6 +82,64 @@ def run_on_ray(cells, out, argv_of, address=None, cpus=None, cpus_per_cell=1, gp
         ray.shutdown()
 
 
+class SeedCell:
+    """One seed of a --seeds folder: RUN_DIR/seed_<S>, main.py's flags plus --seed S."""
+
+    def __init__(self, seed, flags):
+        self.seed, self.flags, self.point = seed, list(flags), "seed"
+
+    def folder(self, out):
+        return Path(out) / f"seed_{self.seed}"
+
+    def argv(self, out):
+        return [*self.flags, "--seed", str(self.seed), "--run_dir", str(self.folder(out))]
+
+
+def check_seed_folders(cells, out, flags):
+    """A seed folder made with other flags is refused, as main.py --seeds refuses it (its error, one sentence)."""
+    sys.path.insert(0, str(REPO))
+    import main as main_py
+    from attacklab.runfolder import load_run_config
+    args = main_py.build_parser().parse_args(flags)
+    main_py.validate_args(args)
+    for cell in cells:
+        if (cell.folder(out) / "config.json").is_file():
+            run_args = argparse.Namespace(**dict(vars(args), seed=cell.seed, run_dir=str(cell.folder(out)), seeds=None))
+            main_py.check_same_flags(load_run_config(cell.folder(out), "sweep seeds"), run_args, cell.folder(out))
+
+
+def run_seeds(args):
+    """python -m attacklab.sweep seeds: main.py --seeds with each seed a Ray task, then the same summary."""
+    import json
+    from attacklab.evaluation import summarise
+    from attacklab.runtime import UserError
+    out = Path(args.run_dir).resolve()
+    cells = [SeedCell(s, args.main_args) for s in args.seeds]
+    try:
+        check_seed_folders(cells, out, args.main_args)
+    except UserError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 2
+    failed = run_on_ray(cells, out, lambda c: c.argv(out), args.address, args.cpus, args.cpus_per_cell,
+                        args.gpus_per_cell)
+    done = {c.seed: json.loads((c.folder(out) / "results.json").read_text()) for c in cells if c not in failed}
+    if done:
+        summarise(done, out / "seeds_summary.json")
+    if failed:
+        print(f"sweep: seeds {' '.join(str(c.seed) for c in failed)} failed; rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_ray_arguments(p):
+    """Where the cells run: --address, --cpus, --cpus_per_cell, --gpus_per_cell."""
+    p.add_argument("--address", default=None, help="a running Ray cluster (e.g. auto, or ray://host:10001)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local cluster (default: all of this machine's)")
+    p.add_argument("--cpus_per_cell", type=float, default=1, help="CPUs Ray reserves for each cell (its torch threads)")
+    p.add_argument("--gpus_per_cell", type=float, default=0.0, help="GPU share of each cell, e.g. 0.25 (0: CPU only)")
+
+
 def build_parser():
     p = OneLineParser(description="Sweeps of main.py on Ray.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="sweep", required=True)
@@ -94,17 +153,23 @@ def build_parser():
                    help="query budgets of the undefended target (the API's own lever); none with a bare --budgets")
     f.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     f.add_argument("--dry_run", action="store_true", help="main.py --dry_run cells (a smoke test of the sweep)")
-    f.add_argument("--address", default=None, help="a running Ray cluster (e.g. auto, or ray://host:10001)")
-    f.add_argument("--cpus", type=int, default=None, help="CPUs of the local cluster (default: all of this machine's)")
-    f.add_argument("--cpus_per_cell", type=float, default=1, help="CPUs Ray reserves for each cell (its torch threads)")
-    f.add_argument("--gpus_per_cell", type=float, default=0.0, help="GPU share of each cell, e.g. 0.25 (0: CPU only)")
+    add_ray_arguments(f)
     f.add_argument("--main_args", nargs=argparse.REMAINDER, default=[],
                    help="everything after it goes to every cell's main.py (e.g. --main_args --data_dir D)")
+    s = sub.add_parser("seeds", help="main.py --seeds with each seed a Ray task",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--run_dir", required=True, help="the --seeds folder (one RUN_DIR/seed_<S> per seed)")
+    s.add_argument("--seeds", type=int, nargs="+", required=True)
+    add_ray_arguments(s)
+    s.add_argument("--main_args", nargs=argparse.REMAINDER, default=[],
+                   help="everything after it goes to every seed's main.py (e.g. --main_args --protocol disjoint)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.sweep == "seeds":
+        return run_seeds(args)
     try:
         cells = frontier.frontier_cells(args.defences, args.seeds, args.budgets)
     except ValueError as exc:

@@ -64,3 +64,18 @@ def test_frontier_runs_skips_finished_cells_resumes_and_reports_a_failed_one(sha
     assert "bido_0.05 seed 1: FAILED" in again.stdout and "1 cell(s) failed: bido_0.05 seed 1" in again.stderr
     assert (out / "mid_0.1" / "seed_1" / "results.json").is_file()
     assert (out / "none" / "seed_1" / "results.json").stat().st_mtime_ns == kept
+
+
+def test_seeds_run_as_ray_tasks_and_a_folder_of_other_flags_is_refused(shared_tree, tmp_path):
+    base = tmp_path / "seeds"
+    flags = ["--dry_run", "--data_dir", str(shared_tree), *TINY[1:], "--protocol", "disjoint", "--controls", "none"]
+    cmd = [sys.executable, "-m", "attacklab.sweep", "seeds", "--run_dir", str(base), "--seeds", "1", "2", "--cpus", "2"]
+    proc = subprocess.run([*cmd, "--main_args", *flags], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((base / "seeds_summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and len(summary["summary"]["attack.accuracy_by_evaluator"]["values"]) == 2
+    assert json.loads((base / "seed_2" / "config.json").read_text())["seed"] == 2
+    other = subprocess.run([*cmd, "--main_args", *flags, "--epochs_gan", "2"], capture_output=True, text=True,
+                           cwd=REPO, timeout=600)
+    assert other.returncode == 2 and "was run with other flags" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
