@@ -1,16 +1,18 @@
 """The provider: trains the target model on its private data (resumable per epoch), or loads a saved one."""
+import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from attacklab.protocols import protocol_for
 from attacklab import defences
 from attacklab.classifiers import classifier_accuracy, train_classifier_epoch
 from attacklab.data import batch_indices
+from attacklab.protocols import protocol_for
 from attacklab.runtime import (UserError, check_finite, copy_atomic, load_checkpoint, load_model,
-                               maybe_data_parallel, rng_state, save_checkpoint, set_rng_state, set_seed)
+                               maybe_data_parallel, rng_state, save_checkpoint, set_rng_state, set_seed,
+                               write_json_atomic)
 
 
 def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
@@ -37,12 +39,19 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
         print(f"target epoch {epoch}/{flags['epochs_target_model']}: loss {loss:.4f} "
               f"train acc {acc:.4f} val acc {val:.4f} (best {state['best_val']:.4f})")
 
-    if flags["defence"] == "dp_sgd":  # Opacus' accountant is not checkpointed: an interrupted DP run trains again
+    dp_done = paths["models"] / "target_dp.json"  # DP-SGD's report, written once its training has finished
+    if flags["defence"] == "dp_sgd" and dp_done.is_file() and best_path.is_file():
+        report = json.loads(dp_done.read_text())
+        print("the DP-SGD target finished training earlier; reading it")
+    elif flags["defence"] == "dp_sgd":  # Opacus' accountant is not checkpointed: an interrupted DP run trains again
         report = defences.train_dp_sgd(model, private["train"], private["val"], flags, device,
                                        defences.defence_strength(flags), max_batches, end_of_epoch)
+        report["seconds"] = state["seconds"]
+        write_json_atomic(report, dp_done)
     else:
         report = train_epochs(model, flags, private, device, last_path, max_batches, state, end_of_epoch)
     model, best = load_model(model, best_path, "target", "the best target checkpoint")
+    state["seconds"] = report.pop("seconds", state["seconds"])
     report = {"name": flags["defence"], "strength": defences.defence_strength(flags), **report}
     return model.eval(), best["val_accuracy"], state["seconds"], report
 

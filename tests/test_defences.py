@@ -109,3 +109,27 @@ def test_old_runs_keep_their_smoothing():
     assert defences.defence_strength({"defence": "label_smoothing_neg", "smoothing": -0.2,
                                       "defence_strength": -0.1}) == -0.1
     assert defences.defence_strength({"defence": "mid"}) == defences.DEFENCES["mid"][1]
+
+
+class _NoLogger:
+    def scalar(self, *args):
+        pass
+
+    def commit(self):
+        pass
+
+
+def test_a_finished_dp_target_is_read_not_trained_again(tmp_path, monkeypatch):
+    pytest.importorskip("opacus")
+    from attacklab import provider
+    splits = synthetic_splits(per_class=(10, 3, 3))
+    private = {"train": splits["train"], "val": splits["val"]}
+    cfg = {"seed": 1, "flags": {"defence": "dp_sgd", "defence_strength": 5.0, "epochs_target_model": 1,
+                                "batch_size": 20, "ngpu": 0, "protocol": "same"}}
+    paths = {"models": tmp_path}
+    first = provider.train_target_stage(cfg, private, paths, torch.device("cpu"), _NoLogger())
+    assert first[3]["name"] == "dp_sgd" and 0 < first[3]["epsilon"] <= 5.0 * 1.01
+    monkeypatch.setattr(defences, "train_dp_sgd", lambda *a, **k: pytest.fail("trained again"))
+    again = provider.train_target_stage(cfg, private, paths, torch.device("cpu"), _NoLogger())
+    assert again[3] == first[3] and again[1] == first[1] and again[2] == pytest.approx(first[2])
+    assert all(torch.equal(a, b) for a, b in zip(first[0].state_dict().values(), again[0].state_dict().values()))
