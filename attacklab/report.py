@@ -66,11 +66,15 @@ def write_report(history, metrics, grid_images, reference, path, digits=None):
     axes[1].set(title=f"final samples (rows: digits {' '.join(map(str, digits))})")
     axes[1].axis("off")
     x = torch.arange(n_classes).float()
-    axes[2].bar(x - 0.2, metrics["per_class_accuracy_by_target"], 0.4, label="target")
-    axes[2].bar(x + 0.2, metrics["per_class_accuracy_by_evaluator"], 0.4, label="evaluator")
+    bars = [("target", metrics["per_class_accuracy_by_target"]), ("evaluator", metrics["per_class_accuracy_by_evaluator"])]
+    if "judge" in metrics:  # the held-out judge, which never saw the provider's training images
+        bars.append(("held-out judge", [metrics["judge"]["per_digit"][str(d)]["accuracy"] for d in digits]))
+    width = 0.8 / len(bars)
+    for i, (label, values) in enumerate(bars):
+        axes[2].bar(x + (i - (len(bars) - 1) / 2) * width, values, width, label=label)
     axes[2].set(xticks=range(n_classes), xticklabels=digits, xlabel="requested digit", ylabel="accuracy", ylim=(0, 1.15),
                 title=f"per class (FID_eval {metrics['fid_evaluator']:.1f}, KNN {metrics['knn_dist']:.1f})")
-    axes[2].legend(loc="upper center", ncol=2)  # above the bars, which are near 1 when the attack works
+    axes[2].legend(loc="upper center", ncol=3)  # above the bars, which are near 1 when the attack works
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
