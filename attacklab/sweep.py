@@ -11,6 +11,7 @@ resumes from its last checkpoint). The table, frontier.md/.json and frontier.png
 from every finished cell.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,6 @@ def run_cell(argv, folder, threads, gpus):
 
 def headline(folder):
     """A finished cell's numbers for its progress line."""
-    import json
     r = json.loads((Path(folder) / "results.json").read_text())
     attack = r["attack"]
     judge = f", attack {attack['judge']['accuracy']:.3f} by the held-out judge" if "judge" in attack else ""
@@ -110,7 +110,6 @@ def check_seed_folders(cells, out, flags):
 
 def run_seeds(args):
     """python -m attacklab.sweep seeds: main.py --seeds with each seed a Ray task, then the same summary."""
-    import json
     from attacklab.evaluation import summarise
     from attacklab.runtime import UserError
     out = Path(args.run_dir).resolve()
