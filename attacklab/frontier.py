@@ -9,7 +9,7 @@ import numpy as np
 from attacklab.defences import DEFENCES
 
 # the full frontier (docs/defences.md says how the strengths were chosen)
-DEFAULT_DEFENCES = ("none", "label_smoothing_neg=-0.05,-0.1", "dp_sgd=8,1", "mid=0.01,0.1", "bido=0.05,0.5")
+DEFAULT_DEFENCES = ("none", "label_smoothing_neg=-0.01,-0.05,-0.1", "dp_sgd=8,1", "mid=0.01,0.1,0.3", "bido=0.5,10")
 DEFAULT_BUDGETS = (1000, 3000, 10000)
 
 
