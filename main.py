@@ -327,7 +327,8 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
     # for its own evaluator
     controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own, judge=judge)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],
-                                        "test_accuracy": classifier_accuracy(target, *private["test"])}
+                                        "test_accuracy": classifier_accuracy(target, *private["test"]),
+                                        "defence": provider.saved_defence_report(flags, paths["models"])}
     results = evaluation.build_results(target_info, cfg, ckpt["queries"], metrics,
                                        evaluation.surrogate_report(surrogate, info, target, private["val"][0]),
                                        reference, evaluator_info,

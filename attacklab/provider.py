@@ -123,17 +123,24 @@ def load_target_stage(flags, paths, device):
     return model, ckpt["val_accuracy"]
 
 
+def saved_defence_report(flags, models_dir):
+    """The defence of a target trained earlier: its name and strength (and DP-SGD's report, when it is there)."""
+    report = {"name": flags["defence"], "strength": defences.defence_strength(flags)}
+    dp_done = Path(models_dir) / "target_dp.json"
+    if flags["defence"] == "dp_sgd" and dp_done.is_file():
+        report.update({k: v for k, v in json.loads(dp_done.read_text()).items() if k != "seconds"})
+    return report
+
+
 def provider_stage(cfg, private, paths, device, logger, loaded=None, max_batches=None):
     """The provider's target (trained now, or loaded before): (model, target info for results.json, seconds)."""
     flags = cfg["flags"]
     if loaded is None:
         target, val_acc, seconds, report = train_target_stage(cfg, private, paths, device, logger, max_batches)
     else:
-        ((target, val_acc), seconds), report = loaded, None
+        ((target, val_acc), seconds), report = loaded, saved_defence_report(flags, paths["models"])
     info = {"val_accuracy": val_acc,
-            "test_accuracy": classifier_accuracy(target, *private["test"], max_batches=max_batches)}
-    if report is not None:
-        info["defence"] = report
+            "test_accuracy": classifier_accuracy(target, *private["test"], max_batches=max_batches), "defence": report}
     print(f"target model: val accuracy {val_acc:.4f}, test accuracy {info['test_accuracy']:.4f} "
           f"(digits {', '.join(map(str, protocol_for(flags).private_classes))})")
     return target, info, seconds

@@ -58,7 +58,8 @@ def test_every_promised_file_is_written(finished):
 
 def test_results_json_has_the_promised_fields(finished):
     results = json.loads((finished / "results.json").read_text())
-    assert set(results["target"]) == {"val_accuracy", "test_accuracy"}
+    assert set(results["target"]) == {"val_accuracy", "test_accuracy", "defence"}
+    assert results["target"]["defence"] == {"name": "none", "strength": None}
     attack = results["attack"]
     for key in ("variant", "queries", "accuracy_by_target", "per_class_accuracy_by_target", "accuracy_by_evaluator",
                 "per_class_accuracy_by_evaluator", "fid_evaluator", "knn_dist"):
