@@ -1,6 +1,5 @@
 """The privacy-utility frontier: its cells (defence, strength, seed), and its table and plot from their run folders."""
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +174,7 @@ def write_frontier(out, cells):
     """frontier.json, frontier.md and frontier.png in out, from whichever cells have finished: the summary."""
     summary = summarise(out, cells)
     out = Path(out)
-    (out / "frontier.json").write_text(json.dumps(summary, indent=1, default=lambda v: None if v is None or (
-        isinstance(v, float) and math.isnan(v)) else v))
+    (out / "frontier.json").write_text(json.dumps(summary, indent=1))
     (out / "frontier.md").write_text(table_markdown(summary) + "\n")
     plot_frontier(summary, out / "frontier.png")
     return summary
