@@ -44,11 +44,14 @@ class TargetModel(nn.Module):
         (K = W2 composed with W1, b = b2 + sum W2 * b1): 1/10 of the multiply-adds, gradients still
         flow to W1, b1, W2, b2. Float rounding differs from layerwise(): logits agree to ~1e-7.
         """
+        return self.main[2:](self.fused_convolutions(x))
+
+    def fused_convolutions(self, x):
+        """conv2(conv1(x)) as one 5x5 convolution: (2c, 24, 24)."""
         conv1, conv2 = self.main[0], self.main[1]
         kernel = F.conv_transpose2d(conv2.weight, conv1.weight)  # (2c, 1, 5, 5)
         bias = conv2.bias + conv2.weight.sum((2, 3)) @ conv1.bias  # (2c,)
-        h = F.conv2d(x, kernel, bias)  # (2c, 24, 24)
-        return self.main[2:](h)
+        return F.conv2d(x, kernel, bias)
 
     def layerwise(self, x):
         """The article's forward, layer by layer (the benchmark's baseline)."""
@@ -56,9 +59,7 @@ class TargetModel(nn.Module):
 
     def hiddens(self, x):
         """([pooled convolutions (2c, 12, 12), features (4c,)], logits) along forward's path (BiDO reads them)."""
-        conv1, conv2 = self.main[0], self.main[1]
-        kernel = F.conv_transpose2d(conv2.weight, conv1.weight)  # (2c, 1, 5, 5)
-        pooled = self.main[2](F.conv2d(x, kernel, conv2.bias + conv2.weight.sum((2, 3)) @ conv1.bias))  # (2c, 12, 12)
+        pooled = self.main[2](self.fused_convolutions(x))  # (2c, 12, 12)
         features = self.main[5](self.main[4](self.main[3](pooled)))  # (4c,)
         return [pooled, features], self.main[7](self.main[6](features))
 

@@ -33,6 +33,7 @@ DP_DELTA = 1e-5
 DP_MAX_GRAD_NORM = 1.0  # Opacus' MNIST example clips per-sample gradients at 1.0
 BIDO_Y_OVER_X = 10.0  # BiDO-HSIC's published pairs (0.05, 0.5) on CelebA, lambda_y = 10 lambda_x
 BIDO_SIGMA = 5.0  # the Gaussian kernel's width in BiDO's code
+SMOOTHING_FULL_AT = 0.75  # the share of training after which negative smoothing is at its final alpha
 
 
 def defence_strength(flags):
@@ -97,7 +98,7 @@ def smoothing_schedule(alpha, progress_fraction):
     """
     if progress_fraction < 0.5:
         return 0.0
-    if progress_fraction < 0.75:
+    if progress_fraction < SMOOTHING_FULL_AT:
         return alpha * (progress_fraction - 0.5) / 0.5
     return alpha
 
@@ -108,7 +109,7 @@ def selectable(flags, epoch):
     Best-by-val would otherwise keep an early epoch trained before the schedule started: no defence at all.
     """
     if flags["defence"] == "label_smoothing_neg":
-        return epoch >= 0.75 * flags["epochs_target_model"]
+        return epoch >= SMOOTHING_FULL_AT * flags["epochs_target_model"]
     return True
 
 
