@@ -18,6 +18,7 @@ from attacklab.runtime import save_checkpoint, seeded_fork
 
 EVALUATOR_EPOCHS = 3
 REFERENCE_PER_CLASS = 100
+DRY_RUN_IMAGES = 1000  # a dry run's throwaway evaluator compares with the first 1,000 train (and aux) images only
 
 
 class EvaluatorNet(nn.Module):
@@ -73,10 +74,11 @@ def evaluator_features(model, images01, batch_size=1000):
 class Evaluator:
     """The evaluation network with the private train split's features: everything the metrics compare against."""
 
-    def __init__(self, model, train_feats, train_labels):
-        self.model = model
+    def __init__(self, model, train_feats, train_labels, dry_run=False):
+        self.model, self.reference_limit = model, DRY_RUN_IMAGES if dry_run else None
         self.train_feats, self.train_labels = train_feats, train_labels
         self.stats = {c: feature_stats(train_feats[train_labels == c]) for c in range(N_CLASSES)}
+        self._reference = (None, None)  # (digest, features) of the last reference set nearest() was given
 
     @torch.no_grad()
     def metrics(self, images01, requested, classes=tuple(range(N_CLASSES))):
@@ -95,7 +97,15 @@ class Evaluator:
     def nearest(self, images01, ref_images01):
         """Mean squared feature distance from each image to its nearest reference image (knn_aux)."""
         return nearest_distance(evaluator_features(self.model, images01),
-                                evaluator_features(self.model, ref_images01))
+                                self.reference_features(ref_images01[:self.reference_limit]))
+
+    def reference_features(self, images01):
+        """Features of a reference set, computed once per set: a run compares the attack and each control with
+        the same aux images."""
+        digest = tensor_digest(images01)
+        if self._reference[0] != digest:
+            self._reference = (digest, evaluator_features(self.model, images01))
+        return self._reference[1]
 
 
 def reference_rows(evaluator, test, per_class=REFERENCE_PER_CLASS, seed=0, classes=tuple(range(N_CLASSES))):
@@ -107,6 +117,11 @@ def reference_rows(evaluator, test, per_class=REFERENCE_PER_CLASS, seed=0, class
     noise = torch.rand(len(requested), 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
     return {"real_test": scalar_metrics(real),
             "uniform_noise": scalar_metrics(evaluator.metrics(noise, requested, classes))}
+
+
+def compared_split(train, dry_run):
+    """The train images FID and KNN compare with: all of them, or a dry run's first DRY_RUN_IMAGES (with the labels)."""
+    return tuple(t[:DRY_RUN_IMAGES] for t in train) if dry_run else train
 
 
 def load_evaluator(path, train, test, seed, device, dry_run=False, log=print):
@@ -123,12 +138,14 @@ def load_evaluator(path, train, test, seed, device, dry_run=False, log=print):
                 model = EvaluatorNet()
                 model.load_state_dict(ckpt["model"])
                 model.to(device).eval()
-                return Evaluator(model, ckpt["train_feats"], train[1]), ckpt
+                labels = compared_split(train, ckpt["dry_run"])[1]
+                return Evaluator(model, ckpt["train_feats"], labels, ckpt["dry_run"]), ckpt
         except Exception:
             pass  # damaged or foreign: train again below
     log(f"training the evaluation classifier (seed {seed}); it is cached at {path}")
     model, test_acc = train_evaluator_net(train, test, seed, device, dry_run=dry_run)
-    evaluator = Evaluator(model, evaluator_features(model, to_unit(train[0])), train[1])
+    compared = compared_split(train, dry_run)
+    evaluator = Evaluator(model, evaluator_features(model, to_unit(compared[0])), compared[1], dry_run)
     fields = {"seed": seed, "data": digest, "model": model.state_dict(), "test_accuracy": test_acc,
               "train_feats": evaluator.train_feats, "reference": reference_rows(evaluator, test), "dry_run": dry_run}
     path.parent.mkdir(parents=True, exist_ok=True)

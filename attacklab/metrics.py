@@ -11,7 +11,7 @@ def tensor_digest(*tensors):
     """SHA-256 of tensors' bytes: ties a cached evaluator to the exact training data."""
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -73,3 +73,14 @@ def test_reference_rows_are_ordered():
     assert real["accuracy_by_evaluator"] > noise["accuracy_by_evaluator"]
     assert real["fid_evaluator"] < noise["fid_evaluator"]
     assert real["knn_dist"] < noise["knn_dist"]
+
+
+def test_knn_aux_follows_the_reference_set_it_is_given():
+    evaluator = stub_evaluator()
+    images = to_unit(synthetic_splits((1, 1, 10), seed=3)["test"][0])
+    near, far = (to_unit(synthetic_splits((1, 1, 10), seed=s)["test"][0]) for s in (3, 4))
+    assert evaluator.nearest(images, near) == 0.0  # the images themselves
+    assert evaluator.nearest(images, far) > 0.0  # a second set is not answered from the first one's features
+    assert evaluator.nearest(images, near.clone()) == 0.0
+    assert evaluator.nearest(images, far) == metrics.nearest_distance(evaluator_features(evaluator.model, images),
+                                                                      evaluator_features(evaluator.model, far))
