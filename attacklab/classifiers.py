@@ -35,22 +35,34 @@ def shift_2px(x01):
 def train_classifier_epoch(model, optimizer, images, labels, batch_size, device, max_batches=None,
                            augment=None, desc="train", loss_fn=F.cross_entropy):
     """One epoch of training on uint8 images with labels (N,) or soft targets (N, k); returns (mean loss, accuracy)."""
+    def step_loss(net, x, y):
+        logits = net(x)
+        return loss_fn(logits, y), logits, {}
+    return train_epoch_with(model, optimizer, images, labels, batch_size, device, step_loss, max_batches, augment,
+                            desc)[:2]
+
+
+def train_epoch_with(model, optimizer, images, labels, batch_size, device, step_loss, max_batches=None, augment=None,
+                     desc="train"):
+    """One epoch where step_loss(model, x, y) gives (loss, logits, {term: value}) (a loss that may read the
+    network's insides): (mean loss, accuracy, mean of each term)."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, terms = 0.0, 0, 0, {}
     for idx in progress(batch_indices(len(images), batch_size, True, max_batches), desc):
         x = to_unit(images[idx]).to(device, non_blocking=True)
         y = labels[idx].to(device, non_blocking=True)
         if augment is not None:
             x = augment(x)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        loss, logits, extra = step_loss(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total_loss += loss.item() * len(idx)
         correct += (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()  # y: labels or soft targets
         seen += len(idx)
-    return total_loss / seen, correct / seen
+        for key, value in extra.items():
+            terms[key] = terms.get(key, 0.0) + value * len(idx)
+    return total_loss / seen, correct / seen, {key: value / seen for key, value in terms.items()}
 
 
 @torch.no_grad()  # not inference_mode: the labels condition G and D, whose forward is tracked by autograd

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bf_mnist as bfm
-from attacklab.data import batch_indices, to_unit
+from attacklab.data import to_unit
 from attacklab.runtime import progress
 
 # name -> (what the strength is, its default, the rule it must obey, the rule in words)
@@ -176,25 +176,6 @@ def model_loss(flags):
     return None
 
 
-def train_inside_epoch(model, optimizer, images, labels, batch_size, device, loss, max_batches=None, desc="train"):
-    """One epoch with a loss that reads the network's insides: (mean loss, accuracy, mean of each extra term)."""
-    model.train()
-    total, correct, seen, terms = 0.0, 0, 0, {}
-    for idx in progress(batch_indices(len(images), batch_size, True, max_batches), desc):
-        x = to_unit(images[idx]).to(device, non_blocking=True)
-        y = labels[idx].to(device, non_blocking=True)
-        value, logits, extra = loss(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        total += value.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(idx)
-        for key, v in extra.items():
-            terms[key] = terms.get(key, 0.0) + v * len(idx)
-    return total / seen, correct / seen, {k: v / seen for k, v in terms.items()}
-
-
 # ---------------------------------------------------------------------------
 # DP-SGD
 # ---------------------------------------------------------------------------
@@ -217,8 +198,7 @@ def train_dp_sgd(model, train, val, flags, device, epsilon, max_batches=None, on
     reported is its RDP accountant's for the steps actually taken. on_epoch(epoch, loss, acc, seconds) is
     called after each epoch (it may keep the best model). Returns the privacy report for results.json.
     """
-    from opacus import PrivacyEngine  # imported here: only DP-SGD runs need it
-    from opacus.validators import ModuleValidator
+    from opacus.validators import ModuleValidator  # imported here: only DP-SGD runs need Opacus
     from torch.utils.data import DataLoader, TensorDataset
 
     net = _Layerwise(model).to(device)
@@ -226,8 +206,16 @@ def train_dp_sgd(model, train, val, flags, device, epsilon, max_batches=None, on
     if errors:
         raise RuntimeError(f"Opacus cannot train the target: {errors}")
     loader = DataLoader(TensorDataset(*train), batch_size=flags["batch_size"], shuffle=True)
-    warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded runs are the point here
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")  # images need no gradient
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded runs are the point here
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")  # images need no gradient
+        report = _dp_epochs(net, model, loader, flags, device, epsilon, max_batches, on_epoch)
+    return report
+
+
+def _dp_epochs(net, model, loader, flags, device, epsilon, max_batches, on_epoch):
+    """train_dp_sgd's loop, with Opacus' engine around the layerwise net: the privacy report."""
+    from opacus import PrivacyEngine
     engine = PrivacyEngine(accountant="rdp")
     net, optimizer, loader = engine.make_private_with_epsilon(
         module=net, optimizer=torch.optim.Adam(net.parameters()), data_loader=loader, target_epsilon=epsilon,

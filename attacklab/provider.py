@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from attacklab import defences
-from attacklab.classifiers import classifier_accuracy, train_classifier_epoch
+from attacklab.classifiers import classifier_accuracy, train_classifier_epoch, train_epoch_with
 from attacklab.data import batch_indices
 from attacklab.protocols import protocol_for
 from attacklab.runtime import (UserError, check_finite, copy_atomic, load_checkpoint, load_model,
@@ -74,8 +74,8 @@ def train_epochs(model, flags, private, device, last_path, max_batches, state, e
     for epoch in range(start + 1, flags["epochs_target_model"] + 1):
         t0, extra = time.time(), {}
         if inside is not None:  # MID and BiDO read the network's insides (one device: no DataParallel)
-            loss, acc, extra = defences.train_inside_epoch(model, optimizer, x_train, y_train, flags["batch_size"],
-                                                           device, inside, max_batches, desc=f"target {epoch}")
+            loss, acc, extra = train_epoch_with(model, optimizer, x_train, y_train, flags["batch_size"], device,
+                                                inside, max_batches, desc=f"target {epoch}")
         else:
             loss_fn = training_loss(flags, steps * flags["epochs_target_model"], steps * (epoch - 1))
             loss, acc = train_classifier_epoch(train_model, optimizer, x_train, y_train, flags["batch_size"],
