@@ -113,7 +113,9 @@ def build_parser():
                         "(results_evaluator<S>.json, report_evaluator<S>.png)")
     p.add_argument("--judge", choices=("heldout", "none"), default="heldout",
                    help="also judge with a network that never saw the provider's training images (docs/heldout.md)")
-    p.add_argument("--judge_seed", type=int, default=0, help="seed of the held-out judge")
+    p.add_argument("--judge_seed", type=int, default=None,
+                   help="seed of the held-out judge (default 0; cached per seed under the data folder); with --evaluate: "
+                        "judge the run with this judge too (results_judge<S>.json, report_judge<S>.png)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -151,6 +153,7 @@ def run_flags(args):
     flags["gan_batch_size"] = gan_batch_size(args)
     flags["data_dir"] = str(Path(args.data_dir).resolve())
     flags["evaluator_seed"] = 0 if args.evaluator_seed is None else args.evaluator_seed
+    flags["judge_seed"] = 0 if args.judge_seed is None else args.judge_seed
     flags["epochs_gan"] = args.epochs_gan or DEFAULT_EPOCHS_GAN[args.protocol]
     flags["private_digits"] = sorted(args.private_digits or PROTOCOLS[args.protocol].private_classes)
     if args.query_budget is None:
@@ -298,8 +301,9 @@ def other_attack(cfg, data, target, target_info, paths, device, logger, seconds)
     return results
 
 
-def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
-    """--evaluate: a run's metrics again from its checkpoints (another evaluator seed: another file), plus add_controls."""
+def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=None):
+    """--evaluate: a run's metrics again from its checkpoints (another evaluator or judge seed: another file), plus
+    add_controls."""
     cfg = load_run_config(run_dir, "--evaluate")
     flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
     flags["controls"] += [c for c in (add_controls or ()) if c != "none" and c not in flags["controls"]]
@@ -318,10 +322,14 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None):
                                             cfg["recipe"]["surrogate_models"])
     evaluator, evaluator_info, reference = evaluation.evaluator_stage(flags, data, device, protocol.private_classes,
                                                                       evaluator_seed)
-    judge, judge_info = evaluation.judge_stage(flags, data, device, protocol.private_classes)
+    judge_flags = flags if judge_seed is None else dict(flags, judge="heldout", judge_seed=judge_seed)
+    judge, judge_info = evaluation.judge_stage(judge_flags, data, device, protocol.private_classes)
     metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0], judge)
-    own = evaluator_seed in (None, flags["evaluator_seed"])
-    suffix = "" if own else f"_evaluator{evaluator_seed}"  # another judge's numbers go beside the run's own
+    own_evaluator = evaluator_seed in (None, flags["evaluator_seed"])
+    own_judge = judge_seed in (None, flags["judge_seed"])
+    own = own_evaluator and own_judge
+    # another judge's numbers go beside the run's own
+    suffix = ("" if own_evaluator else f"_evaluator{evaluator_seed}") + ("" if own_judge else f"_judge{judge_seed}")
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
     # every control judged again (a generative one resumes its finished G); the run's own files only
     # for its own evaluator
@@ -379,7 +387,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.evaluate:
-            evaluate_run(args.evaluate, args.evaluator_seed, args.controls)
+            evaluate_run(args.evaluate, args.evaluator_seed, args.controls, args.judge_seed)
         elif args.seeds:
             run_seeds(args)
         else:

@@ -4,15 +4,17 @@
     python -m attacklab.tables runs/extraction          # an --attack extraction run: its rounding table
     python -m attacklab.tables --headline runs/heldout/odd ...   # the README's columns only
 
-Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluator<E>.json from
---evaluate --evaluator_seed E) or one run folder. Prints, per folder: the attack and its controls by
-the held-out judge and by each evaluator seed found (mean ± sample std over seeds), how many (seed,
-digit) cells fall below 0.5, density and coverage; then per digit the pass counts pooled over seeds
-with a Wilson 95 % interval. Samples of one cell are not independent draws (G draws nearly one shape
-per digit): the cells are the honest unit, and the pooled interval is narrower than the truth.
+Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluator<E>.json and
+results_judge<J>.json from --evaluate --evaluator_seed E or --judge_seed J) or one run folder. Prints, per
+folder: the attack and its controls by the held-out judge, the attack by each judge and evaluator seed
+found (mean ± sample std over seeds), how many (seed, digit) cells fall below 0.5, density and
+coverage; then per digit the pass counts pooled over seeds with a Wilson 95 % interval. Samples of one
+cell are not independent draws (G draws nearly one shape per digit): the cells are the honest unit, and
+the pooled interval is narrower than the truth.
 """
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,16 +35,19 @@ def seed_folders(run_dir):
     return sorted(found, key=lambda sp: sp[0])
 
 
-def load_runs(run_dir):
-    """{seed: (its results.json, {evaluator seed: results})}: the run's own file under its own evaluator seed, and
-    every results_evaluator<E>.json."""
+def load_runs(run_dir, kind="evaluator"):
+    """{seed: (its results.json, {seed of the evaluator (kind "evaluator") or judge (kind "judge"): results})}: the
+    run's own file under its own seed, and every results_<kind><S>.json."""
     runs = {}
     for seed, folder in seed_folders(run_dir):
         own = json.loads((folder / "results.json").read_text())
-        by_eval = {own["evaluator"]["seed"]: own}
-        for path in folder.glob("results_evaluator*.json"):
-            by_eval[int(path.stem.removeprefix("results_evaluator"))] = json.loads(path.read_text())
-        runs[seed] = (own, by_eval)
+        own_seed = own["evaluator"]["seed"] if kind == "evaluator" else (own.get("judge") or {}).get("seed", 0)
+        by_seed = {own_seed: own}
+        for path in folder.glob(f"results_{kind}*.json"):
+            match = re.fullmatch(rf"results_{kind}(\d+)", path.stem)
+            if match:
+                by_seed[int(match.group(1))] = json.loads(path.read_text())
+        runs[seed] = (own, by_seed)
     return runs
 
 
@@ -91,7 +96,7 @@ def cells_below(judged):
 
 
 SUMMARY_COLUMNS = ("runs", "private digits", "seeds", "target test acc.", "judge acc. on private train",
-                   "attack, judge", "attack, evaluator seeds", "cells < 0.5 (judge)", "coverage", "density",
+                   "attack, judge", "attack, judge seeds", "attack, evaluator seeds", "cells < 0.5 (judge)", "coverage", "density",
                    "no-leak, judge", "ignorant, judge (any private)", "aux as labelled, judge",
                    "MI-FACE (ART's loop, defaults), judge", "MI-FACE (stop at p 0.99, 1,000 steps), judge")
 HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells < 0.5 (judge)", "coverage",
@@ -99,20 +104,25 @@ HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells <
                     "aux as labelled, judge", "MI-FACE (ART's loop, defaults), judge")
 
 
+def seeds_cell(runs, pick):
+    """'m ± s (S) / ...': pick(results) over the run seeds, for each evaluator or judge seed S found (load_runs)."""
+    found = sorted({s for _, by in runs.values() for s in by})
+    return " / ".join(f"{mean_std([pick(by[s]) for _, by in runs.values() if s in by])} ({s})" for s in found)
+
+
 def folder_summary(run_dir, runs):
     """{column: cell} of one folder (its load_runs): the attack and its controls by the judge and each evaluator seed."""
     own = own_results(runs)
     digits = own[0].get("private_digits", list(range(len(own[0]["attack"]["per_class_accuracy_by_evaluator"]))))
     judged = judge_rows(own, "attack")
-    eval_seeds = sorted({e for _, by_eval in runs.values() for e in by_eval})
-    by_eval = " / ".join(f"{mean_std([by[e]['attack']['accuracy_by_evaluator'] for _, by in runs.values() if e in by])}"
-                         f" ({e})" for e in eval_seeds)
+    by_eval = seeds_cell(runs, lambda r: r["attack"]["accuracy_by_evaluator"])
+    by_judge_seed = seeds_cell(load_runs(run_dir, "judge"), lambda r: r["attack"].get("judge", {}).get("accuracy"))
     below, total = cells_below(judged) if judged else (None, None)
     ignorant = judge_rows(own, "ignorant")
     cells = [Path(run_dir).as_posix(), " ".join(map(str, digits)), " ".join(str(s) for s in runs),
              mean_std([r["target"]["test_accuracy"] for r in own]),
              mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
-             mean_std([j["accuracy"] for j in judged]), by_eval,
+             mean_std([j["accuracy"] for j in judged]), by_judge_seed, by_eval,
              f"{below} of {total}" if judged else "—",
              mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
              mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),

@@ -188,6 +188,19 @@ def test_the_table_pools_counts_over_seeds(tmp_path, capsys):
     assert tables.main([str(tmp_path / "empty")]) == 2
 
 
+def test_the_table_reports_each_judge_seed_beside_the_runs_own(tmp_path, capsys):
+    for seed in (1, 2):
+        results = _fake_run(tmp_path / "split", seed, [10] * 5)  # the own judge (seed 0): 1.0
+        other = dict(results, judge={"seed": 1}, attack=dict(results["attack"], judge={"accuracy": 0.25 * seed}))
+        (tmp_path / "split" / f"seed_{seed}" / "results_judge1.json").write_text(json.dumps(other))
+        (tmp_path / "split" / f"seed_{seed}" / "results_evaluator2_judge1.json").write_text(json.dumps(other))
+    assert tables.main([str(tmp_path / "split")]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    columns = dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (header, row))))
+    assert columns["attack, judge seeds"] == "1.000 ± 0.000 (0) / 0.375 ± 0.177 (1)"
+    assert columns["attack, evaluator seeds"] == "0.800 ± 0.000 (0)"  # the file of both is in neither column
+
+
 def test_a_seeds_summary_pools_the_judges_counts(tmp_path):
     runs = {1: _fake_run(tmp_path / "split", 1, [10, 10, 4, 10, 10]), 2: _fake_run(tmp_path / "split", 2, [10] * 5)}
     runs[2]["controls"].pop("mi_face_art")  # a control added to one seed only, later (--evaluate --controls)

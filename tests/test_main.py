@@ -285,6 +285,15 @@ def test_evaluate_with_another_evaluator_seed_writes_beside_the_results(finished
     assert other["attack"]["queries"] == json.loads(before)["attack"]["queries"]
 
 
+def test_evaluate_with_another_judge_seed_writes_beside_the_results(finished):
+    before = (finished / "results.json").read_bytes()
+    main_py("--evaluate", finished, "--judge_seed", 3)
+    other = json.loads((finished / "results_judge3.json").read_text())
+    assert (finished / "results.json").read_bytes() == before and (finished / "report_judge3.png").is_file()
+    assert other["judge"]["seed"] == 3 and json.loads(before)["judge"]["seed"] == 0
+    assert other["attack"]["accuracy_by_evaluator"] == json.loads(before)["attack"]["accuracy_by_evaluator"]
+
+
 def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
     stored = {k: v for k, v in bfm.default_recipe("corrected", "disjoint").items()
               if k not in ("surrogate_noise", "surrogate_cutout")}
