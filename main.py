@@ -114,8 +114,8 @@ def build_parser():
     p.add_argument("--judge", choices=("heldout", "none"), default="heldout",
                    help="also judge with a network that never saw the provider's training images (docs/heldout.md)")
     p.add_argument("--judge_seed", type=int, default=None,
-                   help="seed of the held-out judge (default 0; cached per seed under the data folder); with --evaluate: "
-                        "judge the run with this judge too (results_judge<S>.json, report_judge<S>.png)")
+                   help="seed of the held-out judge (default 0; cached per seed under the data folder); "
+                        "with --evaluate: judge the run with this judge too (results_judge<S>.json, report_judge<S>.png)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -332,7 +332,7 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=Non
     suffix = ("" if own_evaluator else f"_evaluator{evaluator_seed}") + ("" if own_judge else f"_judge{judge_seed}")
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
     # every control judged again (a generative one resumes its finished G); the run's own files only
-    # for its own evaluator
+    # for its own evaluator and judge
     controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own, judge=judge)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],
                                         "test_accuracy": classifier_accuracy(target, *private["test"]),
