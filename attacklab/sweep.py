@@ -50,6 +50,25 @@ def headline(folder):
     return f"test accuracy {r['target']['test_accuracy']:.4f}{f', ε {eps:.2f}' if eps else ''}{judge}"
 
 
+def warm_caches(argv, log=print):
+    """Prepare MNIST and train the cached evaluator and held-out judge that every cell of main.py argv reads, once,
+    before cells run side by side (each would train its own copy otherwise). A dry cell's are its own: nothing."""
+    sys.path.insert(0, str(REPO))
+    import main as main_py
+    from attacklab import evaluation
+    from attacklab.data import load_data
+    from attacklab.protocols import protocol_for
+    from attacklab.runtime import select_device
+    flags = main_py.run_flags(main_py.build_parser().parse_args(argv))
+    if flags["dry_run"] or flags["attack"] != "inversion":
+        return
+    t0, data = time.time(), load_data(Path(flags["data_dir"]))
+    device, classes = select_device(flags["ngpu"], flags["devicen"]), protocol_for(flags).private_classes
+    evaluation.evaluator_stage(flags, data, device, classes)
+    evaluation.judge_stage(flags, data, device, classes)
+    log(f"data, evaluator and held-out judge ready in {Path(flags['data_dir'])} ({time.time() - t0:.0f} s)")
+
+
 def run_on_ray(cells, out, argv_of, address=None, cpus=None, cpus_per_cell=1, gpus_per_cell=0.0, log=print):
     """Run every unfinished cell as a Ray task; print a line per finished cell. Returns the failed cells."""
     import ray
@@ -57,6 +76,8 @@ def run_on_ray(cells, out, argv_of, address=None, cpus=None, cpus_per_cell=1, gp
     log(f"{len(cells)} cells, {len(cells) - len(todo)} finished earlier, {len(todo)} to run")
     if not todo:
         return []
+    if address is None:  # a running cluster's machines need not share this one's disk
+        warm_caches(argv_of(todo[0]), log)
     ray.init(address=address, num_cpus=None if address else (cpus or os.cpu_count()), include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     try:

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from attacklab import frontier
+from attacklab import frontier, sweep as sweep_module
+from attacklab.data import CACHE_DIR
 from conftest import REPO
 
 TINY = ["--main_args", "--epochs_target_model", "2", "--gan_batch_size", "16", "--batch_size", "32",
@@ -79,3 +80,16 @@ def test_seeds_run_as_ray_tasks_and_a_folder_of_other_flags_is_refused(shared_tr
                            cwd=REPO, timeout=600)
     assert other.returncode == 2 and "was run with other flags" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_cells_that_run_side_by_side_find_the_evaluator_and_judge_trained_once(tiny_tree, capsys):
+    argv = ["--data_dir", str(tiny_tree), "--protocol", "disjoint", *TINY[1:]]
+    sweep_module.warm_caches(argv + ["--dry_run"])  # a dry cell trains its own throwaway ones
+    assert not (tiny_tree / CACHE_DIR / "evaluator_seed0.pt").exists()
+    sweep_module.warm_caches(argv)
+    cached = {p.name: p.stat().st_mtime_ns for p in (tiny_tree / CACHE_DIR).glob("*.pt")}
+    assert "evaluator_seed0.pt" in cached and "judge_seed0_val_test.pt" in cached
+    assert "training the evaluation classifier" in capsys.readouterr().out
+    sweep_module.warm_caches(argv)  # a second sweep reads them
+    assert "training" not in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (tiny_tree / CACHE_DIR).glob("*.pt")} == cached
