@@ -114,8 +114,8 @@ def build_parser():
     p.add_argument("--judge", choices=("heldout", "none"), default="heldout",
                    help="also judge with a network that never saw the provider's training images (docs/heldout.md)")
     p.add_argument("--judge_seed", type=int, default=None,
-                   help="seed of the held-out judge (default 0; cached per seed under the data folder); "
-                        "with --evaluate: judge the run with this judge too (results_judge<S>.json, report_judge<S>.png)")
+                   help="seed of the held-out judge (default 0, cached per seed); with --evaluate: judge the run with "
+                        "this judge too (results_judge<S>.json, report_judge<S>.png)")
     p.add_argument("--dry_run", action="store_true", help="one batch per epoch per stage (smoke tests)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, with its own config")
@@ -302,8 +302,7 @@ def other_attack(cfg, data, target, target_info, paths, device, logger, seconds)
 
 
 def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=None):
-    """--evaluate: a run's metrics again from its checkpoints (another evaluator or judge seed: another file), plus
-    add_controls."""
+    """--evaluate: a finished run judged again (by another evaluator or judge if asked), plus add_controls."""
     cfg = load_run_config(run_dir, "--evaluate")
     flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
     flags["controls"] += [c for c in (add_controls or ()) if c != "none" and c not in flags["controls"]]
@@ -325,15 +324,10 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=Non
     judge_flags = flags if judge_seed is None else dict(flags, judge="heldout", judge_seed=judge_seed)
     judge, judge_info = evaluation.judge_stage(judge_flags, data, device, protocol.private_classes)
     metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0], judge)
-    own_evaluator = evaluator_seed in (None, flags["evaluator_seed"])
-    own_judge = judge_seed in (None, flags["judge_seed"])
-    own = own_evaluator and own_judge
-    # another judge's numbers go beside the run's own
-    suffix = ("" if own_evaluator else f"_evaluator{evaluator_seed}") + ("" if own_judge else f"_judge{judge_seed}")
+    suffix = evaluation.results_suffix(flags, evaluator_seed, judge_seed)  # another judge's: beside the run's own
     old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
-    # every control judged again (a generative one resumes its finished G); the run's own files only
-    # for its own evaluator and judge
-    controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=own, judge=judge)
+    # every control judged again (a generative one resumes its finished G), saved only by the run's own judges
+    controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=not suffix, judge=judge)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],
                                         "test_accuracy": classifier_accuracy(target, *private["test"]),
                                         "defence": provider.saved_defence_report(flags, paths["models"])}
@@ -341,8 +335,7 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=Non
                                        evaluation.surrogate_report(surrogate, info, target, private["val"][0]),
                                        reference, evaluator_info,
                                        evaluation.with_monitor(ckpt["history"], evaluation.read_monitor(paths["run"])),
-                                       old.get("seconds", {}), controls,
-                                       judge_info)
+                                       old.get("seconds", {}), controls, judge_info)
     evaluation.write_results(paths, results, grid_images, suffix)
     return results
 

@@ -198,6 +198,13 @@ def evaluator_stage(flags, data, device, private_classes, seed=None):
     return evaluator, info, reference_rows(evaluator, data["test"], classes=private_classes)
 
 
+def results_suffix(flags, evaluator_seed=None, judge_seed=None):
+    """'' for the run's own evaluator and judge; else _evaluator<E> and/or _judge<J>, the files of another judge."""
+    parts = ((f"_evaluator{evaluator_seed}", evaluator_seed, flags["evaluator_seed"]),
+             (f"_judge{judge_seed}", judge_seed, flags["judge_seed"]))
+    return "".join(name for name, seed, own in parts if seed not in (None, own))
+
+
 def write_results(paths, results, grid_images, suffix=""):
     """results{suffix}.json and report{suffix}.png, and the headline on stdout."""
     metrics, name = results["attack"], f"results{suffix}.json"

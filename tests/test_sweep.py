@@ -9,6 +9,7 @@ from attacklab import frontier, sweep as sweep_module
 from attacklab.data import CACHE_DIR
 from conftest import REPO
 
+HANG = 1800  # seconds: a guard against a hung sweep; a slow, busy machine takes ten minutes
 TINY = ["--main_args", "--epochs_target_model", "2", "--gan_batch_size", "16", "--batch_size", "32",
         "--n_eval_per_class", "5", "--epochs_gan", "1"]
 
@@ -17,7 +18,7 @@ def sweep(out, data_dir, *args):
     """python -m attacklab.sweep frontier ... as a user runs it (2 CPUs, dry cells on data_dir)."""
     cmd = [sys.executable, "-m", "attacklab.sweep", "frontier", "--out", str(out), "--dry_run", "--cpus", "2",
            *args, *TINY, "--data_dir", str(data_dir)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=HANG)
 
 
 def test_cells_name_their_points_and_pass_their_flags(tmp_path):
@@ -71,13 +72,13 @@ def test_seeds_run_as_ray_tasks_and_a_folder_of_other_flags_is_refused(shared_tr
     base = tmp_path / "seeds"
     flags = ["--dry_run", "--data_dir", str(shared_tree), *TINY[1:], "--protocol", "disjoint", "--controls", "none"]
     cmd = [sys.executable, "-m", "attacklab.sweep", "seeds", "--run_dir", str(base), "--seeds", "1", "2", "--cpus", "2"]
-    proc = subprocess.run([*cmd, "--main_args", *flags], capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = subprocess.run([*cmd, "--main_args", *flags], capture_output=True, text=True, cwd=REPO, timeout=HANG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((base / "seeds_summary.json").read_text())
     assert summary["seeds"] == [1, 2] and len(summary["summary"]["attack.accuracy_by_evaluator"]["values"]) == 2
     assert json.loads((base / "seed_2" / "config.json").read_text())["seed"] == 2
     other = subprocess.run([*cmd, "--main_args", *flags, "--epochs_gan", "2"], capture_output=True, text=True,
-                           cwd=REPO, timeout=600)
+                           cwd=REPO, timeout=HANG)
     assert other.returncode == 2 and "was run with other flags" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
 
