@@ -96,8 +96,8 @@ def cells_below(judged):
 
 
 SUMMARY_COLUMNS = ("runs", "private digits", "seeds", "target test acc.", "judge acc. on private train",
-                   "attack, judge", "attack, judge seeds", "attack, evaluator seeds", "cells < 0.5 (judge)", "coverage", "density",
-                   "no-leak, judge", "ignorant, judge (any private)", "aux as labelled, judge",
+                   "attack, judge", "attack, judge seeds", "attack, evaluator seeds", "cells < 0.5 (judge)",
+                   "coverage", "density", "no-leak, judge", "ignorant, judge (any private)", "aux as labelled, judge",
                    "MI-FACE (ART's loop, defaults), judge", "MI-FACE (stop at p 0.99, 1,000 steps), judge")
 HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells < 0.5 (judge)", "coverage",
                     "attack, evaluator seeds", "no-leak, judge", "ignorant, judge (any private)",
