@@ -14,6 +14,8 @@ from attacklab.runtime import (UserError, check_finite, copy_atomic, load_checkp
                                maybe_data_parallel, rng_state, save_checkpoint, set_rng_state, set_seed,
                                write_json_atomic)
 
+DP_REPORT = "target_dp.json"  # DP-SGD's report in the models folder, written once its training has finished
+
 
 def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
     """Train f on private = {'train', 'val'} with the run's defence: (best-by-val model, its val accuracy, seconds, defence report)."""
@@ -39,7 +41,7 @@ def train_target_stage(cfg, private, paths, device, logger, max_batches=None):
         print(f"target epoch {epoch}/{flags['epochs_target_model']}: loss {loss:.4f} "
               f"train acc {acc:.4f} val acc {val:.4f} (best {state['best_val']:.4f})")
 
-    dp_done = paths["models"] / "target_dp.json"  # DP-SGD's report, written once its training has finished
+    dp_done = paths["models"] / DP_REPORT
     if flags["defence"] == "dp_sgd" and dp_done.is_file() and best_path.is_file():
         report = json.loads(dp_done.read_text())
         print("the DP-SGD target finished training earlier; reading it")
@@ -126,7 +128,7 @@ def load_target_stage(flags, paths, device):
 def saved_defence_report(flags, models_dir):
     """The defence of a target trained earlier: its name and strength (and DP-SGD's report, when it is there)."""
     report = {"name": flags["defence"], "strength": defences.defence_strength(flags)}
-    dp_done = Path(models_dir) / "target_dp.json"
+    dp_done = Path(models_dir) / DP_REPORT
     if flags["defence"] == "dp_sgd" and dp_done.is_file():
         report.update({k: v for k, v in json.loads(dp_done.read_text()).items() if k != "seconds"})
     return report
