@@ -92,11 +92,7 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None)
     A generator: yields (epoch, G) after each GAN epoch is checkpointed; returns an InversionOutcome.
     cfg is attacker_config's, paths attacker_paths'.
     """
-    if api.budget is not None and api.budget < len(aux_images):  # it may ask about only `budget` of its images
-        keep = torch.randperm(len(aux_images), generator=torch.Generator().manual_seed(cfg["seed"]))[:api.budget]
-        aux_images = aux_images[keep.sort().values]
-        print(f"query budget {api.budget}: the attacker labels {api.budget} of its images and trains on those")
-    answers = targets_from(api(to_unit(aux_images)))  # the attacker's first look at the target: once per image
+    aux_images, answers = label_own_images(cfg, api, aux_images)
     aux_labels = as_labels(answers)
     t0 = time.time()
     surrogate, info = surrogate_stage(cfg, aux_images, answers, paths, device, max_batches)
@@ -104,6 +100,18 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None)
     g, history, seconds["gan"] = yield from train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
                                                             surrogate, max_batches)
     return InversionOutcome(g, surrogate, info, history, seconds)
+
+
+def label_own_images(cfg, api, aux_images):
+    """The attacker's first look at the target, once per image: (the images it asked about, the API's answers).
+
+    Under a query budget smaller than its collection it asks about `budget` of them, drawn by its seed.
+    """
+    if api.budget is not None and api.budget < len(aux_images):
+        keep = torch.randperm(len(aux_images), generator=torch.Generator().manual_seed(cfg["seed"]))[:api.budget]
+        aux_images = aux_images[keep.sort().values]
+        print(f"query budget {api.budget}: the attacker labels {api.budget} of its images and trains on those")
+    return aux_images, targets_from(api(to_unit(aux_images)))
 
 
 def targets_from(answers):
