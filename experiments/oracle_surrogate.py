@@ -9,6 +9,8 @@ run's: its target, seed, recipe, aux images and their labels, G's initialisation
 the pair (source run, oracle run) differs only in the surrogate. A digit the oracle run also fails is
 one no better surrogate (more queries, refits on G's samples) can bring back: the target's own answers
 accept what G draws. The new folder is judged like any run (`main.py --evaluate`, no controls).
+`--surrogate source` puts the source run's own surrogate back instead: on the machine that ran the
+source, that reproduces its G exactly (the pairing holds; tests/test_heldout.py checks it).
 """
 import argparse
 import shutil
@@ -33,12 +35,12 @@ def oracle_config(source_cfg, out, data_dir):
     cfg = dict(source_cfg, flags=dict(source_cfg["flags"], controls=[], data_dir=str(data_dir)))
     for key, part in (("run_dir", ""), ("model_dir", "models"), ("sample_dir", "samples"), ("log_dir", "tensorboard")):
         cfg["flags"][key] = str(out / part) if part else str(out)
-    cfg["oracle_surrogate_of"] = str(source_cfg["flags"]["run_dir"])
+    cfg["oracle_surrogate_of"] = str(source_cfg["flags"]["run_dir"])  # read by nothing: where it came from
     return cfg
 
 
-def run_oracle(source, out, data_dir):
-    """Train G against the source run's target as its surrogate, then judge it: the results dict."""
+def run_oracle(source, out, data_dir, surrogate="target"):
+    """Train G against the source run's target (or its own surrogate) as the surrogate, then judge it: the results."""
     cfg = load_run_config(source, "the source run")
     flags = cfg["flags"]
     if flags["attack"] != "inversion" or cfg["recipe"].get("surrogate_weight", 0) <= 0:
@@ -55,7 +57,11 @@ def run_oracle(source, out, data_dir):
     aux_images = protocol.aux(load_data(Path(data_dir)), cfg["flags"])[0]
     target, _ = provider.load_target(paths["models"] / "target_best.pt", device, "the source run", protocol.n_classes,
                                      flags["defence"])
-    oracle = target.eval().requires_grad_(False)  # logits of [0, 1] images, as the surrogate's
+    if surrogate == "target":
+        oracle = target.eval().requires_grad_(False)  # logits of [0, 1] images, as the surrogate's
+    else:
+        oracle, _ = attack.load_surrogate(Path(source) / "models" / "surrogate.pt", device, protocol.n_classes,
+                                          cfg["recipe"]["surrogate_models"])
     api = PredictionAPI(target, flags["query_budget"], flags["api_output"], flags["api_decimals"])
     attacker = attack.attacker_config(cfg)
     images, answers = attack.label_own_images(attacker, api, aux_images)
@@ -74,12 +80,14 @@ def parse_args(argv=None):
     p.add_argument("source", type=Path, help="a finished run folder of the corrected attack (seed_N)")
     p.add_argument("--out", type=Path, required=True, help="the oracle run's folder (a seed_N folder to table it)")
     p.add_argument("--data_dir", type=Path, default=REPO / "Data" / "MNIST", help="where MNIST is")
+    p.add_argument("--surrogate", choices=("target", "source"), default="target",
+                   help="what G's loss asks in the surrogate's place: the target, or the source run's own surrogate")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
     try:
-        run_oracle(args.source, args.out.resolve(), args.data_dir)
+        run_oracle(args.source, args.out.resolve(), args.data_dir, args.surrogate)
     except UserError as e:
         sys.exit(f"error: {e}")

@@ -305,3 +305,22 @@ def test_main_refuses_a_split_for_another_protocol_in_one_line(tmp_path):
     proc = main_py("--private_digits", "1", "2", "--run_dir", tmp_path / "r", check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--protocol disjoint" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_oracle_diagnostic_differs_from_its_source_only_in_the_surrogate(shared_tree, tmp_path):
+    import subprocess
+    import sys
+    from test_main import REPO, dry_run_args, main_py
+    source = tmp_path / "source" / "seed_3"
+    main_py(*dry_run_args(shared_tree, source, "--protocol", "disjoint", "--controls", "none", "--seed", 3))
+
+    def oracle(out, *extra):
+        subprocess.run([sys.executable, str(REPO / "experiments" / "oracle_surrogate.py"), str(source), "--out", str(out),
+                        "--data_dir", str(shared_tree), *extra], check=True, capture_output=True, timeout=600)
+        return torch.load(out / "models" / "gan_last.pt", weights_only=False)["g"]
+
+    g_source = torch.load(source / "models" / "gan_last.pt", weights_only=False)["g"]
+    g_again, g_oracle = oracle(tmp_path / "again", "--surrogate", "source"), oracle(tmp_path / "oracle")
+    assert all(torch.equal(g_source[k], g_again[k]) for k in g_source)  # the pairing: only the surrogate differs
+    assert not all(torch.equal(g_source[k], g_oracle[k]) for k in g_source)
+    assert json.loads((tmp_path / "oracle" / "results.json").read_text())["attack"]["judge"]["per_digit"]
