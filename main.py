@@ -22,7 +22,7 @@ from attacklab import attack, evaluation, provider
 from attacklab.api import API_OUTPUTS, PredictionAPI
 from attacklab.controls import CONTROLS, DEFAULT_CONTROLS, run_controls, validate_controls
 from attacklab.defences import DEFENCES, STRENGTH_HELP, strength_error
-from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, recipe_error, str2bool
+from attacklab.flagtypes import OneLineParser, non_negative_float, positive_int, recipe_with, str2bool
 from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
 from attacklab.extraction import add_extraction_arguments, run_extraction
@@ -165,20 +165,8 @@ def run_flags(args):
 
 def recipe_for(args):
     """The variant's recipe with the flags that override it (--recipe, then --surrogate_weight)."""
-    recipe = bfm.default_recipe(args.variant, args.protocol)
-    for item in getattr(args, "recipe", None) or ():
-        key, _, text = item.partition("=")
-        if key in bfm.RETIRED_ENTRIES:
-            raise UserError(f"--recipe {item}: {bfm.retired_entry_error(key)}")
-        if key not in recipe:
-            raise UserError(f"--recipe {item}: no recipe entry {key!r}; choose from {', '.join(sorted(recipe))}")
-        try:
-            recipe[key] = json.loads(text)
-        except ValueError:
-            raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
-    error = recipe_error(recipe)
-    if error:
-        raise UserError(error)
+    recipe = recipe_with(bfm.default_recipe(args.variant, args.protocol), getattr(args, "recipe", None) or (),
+                         bfm.RETIRED_ENTRIES, bfm.retired_entry_error)
     if getattr(args, "surrogate_weight", None) is not None and args.variant == "corrected":
         recipe["surrogate_weight"] = args.surrogate_weight
     return recipe

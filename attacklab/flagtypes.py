@@ -67,3 +67,26 @@ def recipe_error(recipe):
         if key in recipe and not good(recipe[key]):
             return f"--recipe {key}={json.dumps(recipe[key])}: {what}"
     return None
+
+
+def recipe_with(recipe, items, retired=(), retired_error=None):
+    """The recipe with --recipe KEY=VALUE items applied (VALUE as JSON), checked: a new dict, or UserError.
+
+    `retired`: entries that have left the code, each refused with retired_error(key).
+    """
+    from attacklab.runtime import UserError
+    recipe = dict(recipe)
+    for item in items:
+        key, _, text = item.partition("=")
+        if key in retired:
+            raise UserError(f"--recipe {item}: {retired_error(key)}")
+        if key not in recipe:
+            raise UserError(f"--recipe {item}: no recipe entry {key!r}; choose from {', '.join(sorted(recipe))}")
+        try:
+            recipe[key] = json.loads(text)
+        except ValueError:
+            raise UserError(f"--recipe {item}: {text!r} is not a JSON value (numbers, null, [lists], \"strings\")") from None
+    error = recipe_error(recipe)
+    if error:
+        raise UserError(error)
+    return recipe

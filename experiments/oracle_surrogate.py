@@ -9,6 +9,7 @@ run's: its target, seed, recipe, aux images and their labels, G's initialisation
 the pair (source run, oracle run) differs only in the surrogate. A digit the oracle run also fails is
 one no better surrogate (more queries, refits on G's samples) can bring back: the target's own answers
 accept what G draws. The new folder is judged like any run (`main.py --evaluate`, no controls).
+`--recipe KEY=VALUE ...` changes the source's recipe as well (a stronger prior with the oracle, say).
 `--surrogate source` puts the source run's own surrogate back instead: on the machine that ran the
 source, that reproduces its G exactly (the pairing holds; tests/test_heldout.py checks it).
 """
@@ -20,26 +21,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import bf_mnist as bfm  # noqa: E402
 import main  # noqa: E402
 from attacklab import attack, provider  # noqa: E402
 from attacklab.api import PredictionAPI, as_labels  # noqa: E402
 from attacklab.data import load_data  # noqa: E402
+from attacklab.flagtypes import recipe_with  # noqa: E402
 from attacklab.protocols import protocol_for  # noqa: E402
 from attacklab.report import Logger  # noqa: E402
 from attacklab.runfolder import CONFIG, RESULTS, load_run_config, make_run_dirs  # noqa: E402
 from attacklab.runtime import UserError, select_device, write_json_atomic  # noqa: E402
 
 
-def oracle_config(source_cfg, out, data_dir):
-    """The source run's config, moved to `out`, reading MNIST from data_dir, with no controls."""
-    cfg = dict(source_cfg, flags=dict(source_cfg["flags"], controls=[], data_dir=str(data_dir)))
+def oracle_config(source_cfg, out, data_dir, overrides=()):
+    """The source run's config, moved to `out`, reading MNIST from data_dir, with no controls and the
+    recipe's entries changed by overrides (--recipe KEY=VALUE)."""
+    recipe = recipe_with(source_cfg["recipe"], overrides, bfm.RETIRED_ENTRIES, bfm.retired_entry_error)
+    cfg = dict(source_cfg, recipe=recipe, flags=dict(source_cfg["flags"], controls=[], data_dir=str(data_dir)))
     for key, part in (("run_dir", ""), ("model_dir", "models"), ("sample_dir", "samples"), ("log_dir", "tensorboard")):
         cfg["flags"][key] = str(out / part) if part else str(out)
     cfg["oracle_surrogate_of"] = str(source_cfg["flags"]["run_dir"])  # read by nothing: where it came from
     return cfg
 
 
-def run_oracle(source, out, data_dir, surrogate="target"):
+def run_oracle(source, out, data_dir, surrogate="target", overrides=()):
     """Train G against the source run's target (or its own surrogate) as the surrogate, then judge it: the results."""
     cfg = load_run_config(source, "the source run")
     flags = cfg["flags"]
@@ -47,7 +52,7 @@ def run_oracle(source, out, data_dir, surrogate="target"):
         raise UserError(f"{source} is not an inversion run with a surrogate; give a run of the corrected attack")
     if (out / RESULTS).exists():
         raise UserError(f"{out} is already finished ({RESULTS} is there); choose another --out")
-    cfg = oracle_config(cfg, out, data_dir)
+    cfg = oracle_config(cfg, out, data_dir, overrides)
     paths = {"run": out, "models": out / "models", "samples": out / "samples", "tensorboard": out / "tensorboard"}
     make_run_dirs(paths)
     shutil.copyfile(Path(source) / "models" / "target_best.pt", paths["models"] / "target_best.pt")
@@ -82,12 +87,14 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", type=Path, default=REPO / "Data" / "MNIST", help="where MNIST is")
     p.add_argument("--surrogate", choices=("target", "source"), default="target",
                    help="what G's loss asks in the surrogate's place: the target, or the source run's own surrogate")
+    p.add_argument("--recipe", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change the source run's recipe too (main.py's --recipe): then the pair differs in more")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
     try:
-        run_oracle(args.source, args.out.resolve(), args.data_dir, args.surrogate)
+        run_oracle(args.source, args.out.resolve(), args.data_dir, args.surrogate, args.recipe)
     except UserError as e:
         sys.exit(f"error: {e}")
