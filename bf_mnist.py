@@ -188,6 +188,8 @@ _RECIPE_ROWS = [
     ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
     ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
+    ("refit_rounds",            0,                   0),       # per GAN epoch: ask the API about G's samples, refit
+    ("refit_images",            0,                   1000),    # G's samples asked about per round
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
     ("d_conditional",           True,                True),    # False: D judges realism only, never the label
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
@@ -265,12 +267,12 @@ def g_loss_through_frozen_d(d, fake, y_onehot):
 # ---------------------------------------------------------------------------
 
 def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                   max_batches=None):
+                   max_batches=None, refit=None):
     """One epoch of the article's algorithm, defects kept.
 
     Reals stay in [0, 1] against Tanh fakes, D judges a fake with the API's label of that fake,
     reals get uniform random targets while the per-epoch counter is below 50, and D is
-    stepped on even iterations only (its loss is logged where it is computed).
+    stepped on even iterations only (its loss is logged where it is computed). No surrogate, so no refit.
     """
     g.train()
     d.train()
@@ -312,12 +314,13 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
 
 
 def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                        max_batches=None):
+                        max_batches=None, refit=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
     Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the aux
     batch, on randomly translated images (DiffAugment). G minimises corrected_g_loss, told where training
-    is (recipe's epoch/epochs, and step/steps).
+    is (recipe's epoch/epochs, and step/steps). refit(step, steps, g), when given, may refit the surrogate
+    before a step (attack.SurrogateRefit).
     """
     g.train()
     d.train()
@@ -327,6 +330,8 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
     for step, idx in enumerate(progress(batches, "gan(corrected)")):
         if recipe["lr_decay"] == "linear_step":
             set_epoch_learning_rates(opt_g, opt_d, recipe, recipe["epoch"], recipe["epochs"], step, len(batches))
+        if refit is not None:
+            refit(step, len(batches), g)
         real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
         labels = aux_labels[idx].to(device, non_blocking=True)
         n = len(idx)

@@ -6,6 +6,7 @@ Each RUN_NAME is a run folder under both; wall times, paths and versions are dro
 every final_grid.png under the run (the attack's and each generative control's) must be byte-identical.
 Exits 1 when anything differs or a run is unfinished.
 """
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -36,8 +37,12 @@ def compare(before, after):
 
 
 def main(argv):
-    before, after, names = Path(argv[0]), Path(argv[1]), argv[2:]
-    results = [compare(before / n, after / n) for n in names]
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("before", type=Path, help="the folder holding the runs made before the change")
+    p.add_argument("after", type=Path, help="the folder holding the same runs made after it")
+    p.add_argument("names", nargs="+", metavar="RUN_NAME", help="run folders under both")
+    args = p.parse_args(argv)
+    results = [compare(args.before / n, args.after / n) for n in args.names]
     for line, _ in results:
         print(line)
     return 0 if all(ok for _, ok in results) else 1
