@@ -14,7 +14,7 @@ from attacklab.attack import n_classes, sample_noise
 from attacklab.classifiers import predict_labels
 from attacklab.data import CACHE_DIR, IMAGE_SIZE, N_CLASSES, to_unit
 from attacklab.evaluator import load_evaluator, reference_rows
-from attacklab.judge import (judge_metrics, judge_path, judge_splits, load_judge, private_reference,
+from attacklab.judge import (judge_metrics, judge_outputs, judge_path, judge_splits, load_judge, private_reference,
                              reference_features)
 from attacklab.metrics import accuracy_by_class, scalar_metrics
 from attacklab.protocols import protocol_for
@@ -92,7 +92,19 @@ def judge_images(images, requested, target, evaluator, digits, aux_images=None, 
         metrics["knn_aux"] = evaluator.nearest(images, to_unit(aux_images))
     if judge is not None:
         metrics["judge"] = judge.metrics(images, asked)
+        with_evaluator(metrics["judge"], judge, evaluator, images, asked)
     return metrics
+
+
+def with_evaluator(judged, judge, evaluator, images, asked):
+    """Add to the judge's metrics how often the judge and the evaluator both read the asked digit (overall and per
+    digit): two networks of different make fooled the same way by a texture is rarer than one."""
+    both = ((judge_outputs(judge.model, images)[1] == asked) & (predict_labels(evaluator.model, images) == asked)).float()
+    judged["accuracy_with_evaluator"] = both.mean().item() if len(both) else float("nan")
+    for d, per in judged["per_digit"].items():
+        mine = asked == int(d)
+        per["accuracy_with_evaluator"] = both[mine].mean().item() if mine.any() else float("nan")
+    return judged
 
 
 class HeldoutJudge:

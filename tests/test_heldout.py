@@ -146,6 +146,29 @@ def test_judge_metrics_count_per_digit_and_any_private_digit():
     assert m["counts"][0] == [6, 12] and m["per_digit"]["5"]["wilson95"][1] == pytest.approx(1.0)
 
 
+
+def test_a_texture_that_fools_only_the_judge_does_not_count_for_both():
+    data = synthetic_splits((4, 1, 1))
+    images, digits = data["train"]
+    keep = torch.isin(digits, torch.tensor(SPLIT))
+    x, asked = to_unit(images[keep]), digits[keep]
+    reader = BarReader()
+    judged = judge_metrics(reader, x, asked, SPLIT, reference_features(reader, {d: images[digits == d] for d in SPLIT}))
+
+    class Evaluator(nn.Module):  # agrees with the judge except on the 8s, which it calls 3
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))  # so callers can find its device
+
+        def forward(self, images01):
+            logits = reader(images01)
+            return torch.where((logits.argmax(1) == 8)[:, None], torch.eye(10)[3].expand_as(logits), logits)
+    evaluation.with_evaluator(judged, types.SimpleNamespace(model=reader), types.SimpleNamespace(model=Evaluator()),
+                              x, asked)
+    assert judged["per_digit"]["8"]["accuracy"] == 1.0 and judged["per_digit"]["8"]["accuracy_with_evaluator"] == 0.0
+    assert judged["per_digit"]["2"]["accuracy_with_evaluator"] == 1.0
+    assert judged["accuracy_with_evaluator"] == pytest.approx(0.8)
+
 def _fake_run(folder, seed, per_digit_passes, n=10, digits=(5, 6, 7, 8, 9)):
     """A run folder with the fields tables.py reads (the attack and a no-leak control judged)."""
     def judged(passes):
