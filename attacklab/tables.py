@@ -86,6 +86,9 @@ def pooled_by_digit(judged, digits):
                   "cells_below": sum(c < BAR for c in cells), "cells": len(cells),
                   **{k: float(np.mean([j["per_digit"][str(d)][k] for j in judged]))
                      for k in ("density", "coverage", "any_private")}}
+        both = [j["per_digit"][str(d)]["accuracy_with_evaluator"] for j in judged
+                if "accuracy_with_evaluator" in j["per_digit"][str(d)]]
+        out[d]["with_evaluator"] = float(np.mean(both)) if len(both) == len(judged) else None  # runs judged before: none
     return out
 
 
@@ -148,7 +151,7 @@ def summary_table(run_dirs, columns=SUMMARY_COLUMNS):
 def digit_table(run_dirs, key="attack"):
     """Per digit of each folder: the row's passes pooled over seeds, Wilson 95 %, cells below 0.5, density, coverage."""
     lines = ["| runs | digit | passed / samples (pooled) | Wilson 95 % | cells < 0.5 | density | coverage | "
-             "judged any private digit |", "| --- |" + " --- |" * 7]
+             "judged any private digit | judge and evaluator both |", "| --- |" + " --- |" * 8]
     for run_dir in run_dirs:
         runs = load_runs(run_dir)
         own = own_results(runs) if runs else []
@@ -158,7 +161,8 @@ def digit_table(run_dirs, key="attack"):
         for d, p in pooled_by_digit(judged, own[0]["private_digits"]).items():
             lines.append(f"| {Path(run_dir).as_posix()} | {d} | {p['passed']} / {p['n']} | "
                          f"{p['wilson95'][0]:.2f}–{p['wilson95'][1]:.2f} | {p['cells_below']} of {p['cells']} | "
-                         f"{p['density']:.2f} | {p['coverage']:.2f} | {p['any_private']:.2f} |")
+                         f"{p['density']:.2f} | {p['coverage']:.2f} | {p['any_private']:.2f} | "
+                         f"{'—' if p['with_evaluator'] is None else format(p['with_evaluator'], '.2f')} |")
     return "\n".join(lines)
 
 
