@@ -111,27 +111,39 @@ def mi_face(target, requested, max_iter=1000, learning_rate=0.1, threshold=0.99,
 
 
 def _mi_face_from_zeros(target, classes, max_iter, learning_rate, threshold, window, keep_going):
-    """One MI-FACE image per class in `classes`; only the images still going are computed."""
+    """One MI-FACE image per class in `classes`; only the images still going are computed.
+
+    The forward pass that scores a step is the next step's forward pass too (one forward per step, not two);
+    when an image stops, the rest are passed forward again as a batch of their own, as before.
+    """
     device = next(target.parameters()).device
     target = target.eval()
     x = torch.zeros(len(classes), 1, 28, 28, device=device)
     y = classes.to(device)
     going = torch.arange(len(x), device=device)  # indices of the images still ascending
     costs = torch.full((len(x), window), float("inf"), device=device)
+    xi = x.clone().requires_grad_(True)
+    logits = target(xi)
     for i in range(max_iter):
-        xi, yi = x[going].requires_grad_(True), y[going]
-        p = F.softmax(target(xi), 1).gather(1, yi[:, None]).squeeze(1)
+        yi = y[going]
+        p = F.softmax(logits, 1).gather(1, yi[:, None]).squeeze(1)
         grad, = torch.autograd.grad(p.sum(), xi)
         with torch.no_grad():
             step = (xi + learning_rate * grad).clamp(0, 1)
             moved = (step != xi).flatten(1).any(1)  # an image that did not move never will: its path is fixed
             x[going] = step
-            cost = 1 - F.softmax(target(step), 1).gather(1, yi[:, None]).squeeze(1)
+        xi = step.requires_grad_(True)
+        logits = target(xi)
+        with torch.no_grad():
+            cost = 1 - F.softmax(logits, 1).gather(1, yi[:, None]).squeeze(1)
             keep = keep_going(cost, costs[going].max(1).values, threshold) & moved
             costs[going, i % window] = cost
         going = going[keep]
         if len(going) == 0:
             break
+        if not keep.all():
+            xi = x[going].clone().requires_grad_(True)
+            logits = target(xi)
     return x.cpu()
 
 
