@@ -188,24 +188,24 @@ _RECIPE_ROWS = [
     ("surrogate_models",        1,                   1),       # how many surrogates (seeds) G must satisfy at once
     ("surrogate_affine",        [0, 0.0],            [0, 0.0]),  # what the surrogate sees rotated (deg), scaled
     ("surrogate_cutout",        0,                   0),       # side of a square hidden from the surrogate, px
-    ("refit_rounds",            0,                   0),       # per GAN epoch: ask the API about G's samples, refit
-    ("refit_images",            0,                   1000),    # G's samples asked about per round
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
     ("d_conditional",           True,                True),    # False: D judges realism only, never the label
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
 ]
-# Entries tried and not adopted, with the value that switched each off: they left the code after commit
-# RETIRED_AT; docs/dead_ends.md keeps their results and how to rerun them there.
+# Entries tried and not adopted, with the value that switched each off (None: any value, it mattered only with
+# another entry on): they left the code after commit RETIRED_AT (or the commit given for the entry in
+# RETIRED_LATER); docs/dead_ends.md keeps their results and how to rerun them there.
 RETIRED_ENTRIES = {"mmd_patch": 0, "mmd_per_class": False, "surrogate_cutout_share": 1.0, "surrogate_cutout_until": 1.0,
                    "surrogate_floor": 0.0, "surrogate_balance": False, "mode_seeking": 0.0, "refit_queries": 0,
-                   "refit_epochs": 0, "g_average": 0.0, "g_slots": 1}
+                   "refit_epochs": 0, "g_average": 0.0, "g_slots": 1, "refit_rounds": 0, "refit_images": None}
 RETIRED_AT = "8a51da0"
+RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33"}
 
 
 def retired_entry_error(key):
     """One sentence for a recipe entry that has left the code."""
     return (f"the recipe entry {key!r} was tried and not adopted, and has left the code; docs/dead_ends.md gives its "
-            f"results, and `git checkout {RETIRED_AT}` reruns it")
+            f"results, and `git checkout {RETIRED_LATER.get(key, RETIRED_AT)}` reruns it")
 
 
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private
@@ -267,12 +267,12 @@ def g_loss_through_frozen_d(d, fake, y_onehot):
 # ---------------------------------------------------------------------------
 
 def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                   max_batches=None, refit=None):
+                   max_batches=None):
     """One epoch of the article's algorithm, defects kept.
 
     Reals stay in [0, 1] against Tanh fakes, D judges a fake with the API's label of that fake,
     reals get uniform random targets while the per-epoch counter is below 50, and D is
-    stepped on even iterations only (its loss is logged where it is computed). No surrogate, so no refit.
+    stepped on even iterations only (its loss is logged where it is computed).
     """
     g.train()
     d.train()
@@ -314,13 +314,12 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
 
 
 def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                        max_batches=None, refit=None):
+                        max_batches=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
     Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the aux
     batch, on randomly translated images (DiffAugment). G minimises corrected_g_loss, told where training
-    is (recipe's epoch/epochs, and step/steps). refit(step, steps, g), when given, may refit the surrogate
-    before a step (attack.SurrogateRefit).
+    is (recipe's epoch/epochs, and step/steps).
     """
     g.train()
     d.train()
@@ -330,8 +329,6 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
     for step, idx in enumerate(progress(batches, "gan(corrected)")):
         if recipe["lr_decay"] == "linear_step":
             set_epoch_learning_rates(opt_g, opt_d, recipe, recipe["epoch"], recipe["epochs"], step, len(batches))
-        if refit is not None:
-            refit(step, len(batches), g)
         real = to_unit(aux_images[idx]).to(device, non_blocking=True).mul_(2).sub_(1)
         labels = aux_labels[idx].to(device, non_blocking=True)
         n = len(idx)

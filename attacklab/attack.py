@@ -15,13 +15,11 @@ import torch
 import bf_mnist as bfm
 from attacklab import sampling
 from attacklab.api import as_labels
-from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
-from attacklab.data import one_hot, to_unit
-from attacklab.losses import surrogate_view
+from attacklab.data import to_unit
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid
 from attacklab.runtime import (check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state, save_checkpoint,
-                               seeded_fork, set_rng_state, set_seed, unwrap)
+                               set_rng_state, set_seed, unwrap)
 
 
 # The flags that are the attacker's own settings; everything else in config.json is the experimenter's.
@@ -99,10 +97,8 @@ def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None)
     t0 = time.time()
     surrogate, info = surrogate_stage(cfg, aux_images, answers, paths, device, max_batches)
     seconds = {"surrogate": time.time() - t0}
-    refit = (SurrogateRefit(cfg, api, surrogate, (aux_images, answers), device)
-             if surrogate is not None and cfg["recipe"].get("refit_rounds", 0) > 0 else None)
     g, history, seconds["gan"] = yield from train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                            surrogate, max_batches, refit)
+                                                            surrogate, max_batches)
     return InversionOutcome(g, surrogate, info, history, seconds)
 
 
@@ -116,68 +112,6 @@ def label_own_images(cfg, api, aux_images):
         aux_images = aux_images[keep.sort().values]
         print(f"query budget {api.budget}: the attacker labels {api.budget} of its images and trains on those")
     return aux_images, targets_from(api(to_unit(aux_images)))
-
-
-class SurrogateRefit:
-    """The attacker asks the API about G's own samples during each GAN epoch and refits its surrogate to them.
-
-    recipe refit_rounds times per epoch, evenly spaced: refit_images of G's samples (each class equally often),
-    seen as G's loss shows them to the surrogate (surrogate_view, clipped to [0, 1], stored as uint8 as an API
-    client would send them), are answered by the API within its budget; the surrogate then trains one pass
-    over every answered sample so far plus as many of the attacker's own images. Its own RNG stream (the GAN's
-    is untouched) and its state (surrogate, answered pool) go into gan_last.pt.
-    """
-
-    def __init__(self, cfg, api, surrogate, own, device):
-        self.cfg, self.api, self.surrogate, self.own, self.device = cfg, api, surrogate, own, device
-        self.recipe, self.k = cfg["recipe"], n_classes(cfg)
-        self.pool = (own[0][:0], own[1][:0])
-        self.optimizer, self.round, self.epoch = None, 0, 0
-
-    def __call__(self, step, steps, g):
-        due = (self.round + 1) * steps // (self.recipe["refit_rounds"] + 1)
-        if self.round >= self.recipe["refit_rounds"] or step < due or self.api.remaining == 0:
-            return
-        self.round += 1
-        with seeded_fork(self.cfg["seed"] + 7 + 1000 * self.epoch + self.round, self.device):
-            images = self._ask(g)
-            answers = targets_from(self.api(to_unit(images)))
-            self.pool = (torch.cat([self.pool[0], images]), torch.cat([self.pool[1], answers.to(self.pool[1].dtype)]))
-            self._fit()
-
-    def _ask(self, g):
-        """refit_images of G's samples (or what the budget allows) as uint8 images, G's BatchNorm statistics kept."""
-        n = self.recipe["refit_images"] if self.api.remaining is None else min(self.recipe["refit_images"],
-                                                                               self.api.remaining)
-        kept = {k: v.clone() for k, v in unwrap(g).state_dict().items() if "running" in k or "num_batches" in k}
-        with torch.no_grad():
-            asked = torch.arange(n, device=self.device) % self.k
-            fake = g(torch.randn(n, self.cfg["flags"]["dim_initial_vec"], 1, 1, device=self.device), one_hot(asked))
-            seen = surrogate_view(fake, self.recipe).clamp(0, 1)
-        unwrap(g).load_state_dict(kept, strict=False)
-        return seen.squeeze(1).mul(255).round().to(torch.uint8).cpu()
-
-    def _fit(self):
-        """One pass over the answered samples and as many of the attacker's images, then frozen again."""
-        own = torch.randperm(len(self.own[0]))[:len(self.pool[0])]
-        images = torch.cat([self.pool[0], self.own[0][own]])
-        labels = torch.cat([self.pool[1], self.own[1][own].to(self.pool[1].dtype)])
-        self.surrogate.requires_grad_(True)
-        if self.optimizer is None:
-            self.optimizer = adam(self.surrogate.parameters(), lr=5e-4, betas=(0.9, 0.999))
-        train_classifier_epoch(self.surrogate, self.optimizer, images, labels, 64, self.device, augment=shift_2px,
-                               desc=f"refit {self.round}")
-        self.surrogate.eval().requires_grad_(False)
-
-    def next_epoch(self, epoch):
-        self.epoch, self.round = epoch, 0
-
-    def state_dict(self):
-        return {"surrogate": self.surrogate.state_dict(), "pool": self.pool}
-
-    def load_state_dict(self, state):
-        self.surrogate.load_state_dict(state["surrogate"])
-        self.pool = state["pool"]
 
 
 def targets_from(answers):
@@ -204,8 +138,8 @@ def _gan_state(g, d, opt_g, opt_d):
     return dict(g=unwrap(g).state_dict(), d=unwrap(d).state_dict(), opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict())
 
 
-def _resume_gan(path, g, d, opt_g, opt_d, api, refit=None):
-    """Load gan_last.pt into G, D, their optimizers, the API's count, the refit surrogate and pool, and the RNG.
+def _resume_gan(path, g, d, opt_g, opt_d, api):
+    """Load gan_last.pt into G, D, their optimizers, the API's count and the RNG.
 
     Returns (start epoch, history, seconds).
     """
@@ -217,8 +151,6 @@ def _resume_gan(path, g, d, opt_g, opt_d, api, refit=None):
     opt_g.load_state_dict(ckpt["opt_g"])
     opt_d.load_state_dict(ckpt["opt_d"])
     api.load_state_dict({"queries": ckpt["queries"]})
-    if refit is not None and ckpt.get("refit") is not None:
-        refit.load_state_dict(ckpt["refit"])
     set_rng_state(ckpt["rng"])
     print(f"resuming the GAN after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"], ckpt["seconds"]
@@ -229,24 +161,22 @@ def sample_noise(cfg, device):
     return sampling.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
 
 
-def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None, refit=None):
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None):
     """Train G and D (resumable per checkpoint), yielding (epoch, G) after each epoch's checkpoint;
-    returns (G, history, seconds). aux: (images, the API's labels) for the GAN; refit: a SurrogateRefit or None."""
+    returns (G, history, seconds). aux: (images, the API's labels) for the GAN."""
     flags, variant, epochs = cfg["flags"], cfg["flags"]["variant"], cfg["flags"]["epochs_gan"]
     recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg), epochs=epochs)
     last_path = paths["models"] / "gan_last.pt"
     g, d, (opt_g, opt_d) = _build_gan(cfg, device)
-    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api, refit)
+    start, history, seconds = _resume_gan(last_path, g, d, opt_g, opt_d, api)
     g_train, d_train = (maybe_data_parallel(m, device, flags["ngpu"]) for m in (g, d))
     grid_noise = sample_noise(cfg, device)
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
-        if refit is not None:
-            refit.next_epoch(epoch)
         loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, dict(recipe, epoch=epoch),
                                                 device, flags["dim_initial_vec"], api=api, surrogate=surrogate,
-                                                max_batches=max_batches, refit=refit)
+                                                max_batches=max_batches)
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)
@@ -257,8 +187,7 @@ def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_ba
         _log_epoch(logger, epoch, loss_g, loss_d, grid)
         if epoch % flags["checkpoint_every"] == 0 or epoch == epochs:
             save_checkpoint("gan", last_path, **_gan_state(g, d, opt_g, opt_d), epoch=epoch, config=cfg,
-                            history=history, queries=api.queries, seconds=seconds, rng=rng_state(),
-                            refit=refit.state_dict() if refit is not None else None)
+                            history=history, queries=api.queries, seconds=seconds, rng=rng_state())
             logger.commit()
         if epoch % 10 == 0:
             save_checkpoint("gan_weights", paths["models"] / f"gan_epoch_{epoch:03d}.pt", g=g.state_dict(),

@@ -23,19 +23,14 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
-def surrogate_view(fake, recipe):
-    """G's images (in [-1, 1]) as the surrogate sees them: shifted, then rotated and rescaled, partly hidden and
-    noised if the recipe says (a new draw per image and call), in the API's [0, 1] scale (noise may leave it)."""
-    seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2
+def surrogate_loss(surrogate, fake, asked, recipe):
+    """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
+    hidden and noised if the recipe says (a new draw per image and call)."""
+    seen = (translate(fake, recipe["surrogate_translate"]) + 1) / 2  # the API's [0, 1] scale
     if recipe["surrogate_affine"][0] > 0 or recipe["surrogate_affine"][1] > 0:
         seen = random_affine(seen, *recipe["surrogate_affine"])
     if recipe["surrogate_cutout"] > 0:  # G must hold class c with any part hidden: every part must say c
         seen = random_cutout(seen, recipe["surrogate_cutout"])
     if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
-    return seen
-
-
-def surrogate_loss(surrogate, fake, asked, recipe):
-    """The surrogate's cross-entropy for the asked classes on G's images as surrogate_view shows them."""
-    return F.cross_entropy(surrogate(surrogate_view(fake, recipe)), asked)
+    return F.cross_entropy(surrogate(seen), asked)

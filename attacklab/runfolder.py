@@ -113,7 +113,7 @@ def upgrade_recipe(recipe, variant, protocol="same"):
                      ("surrogate_cutout", 0)):
         recipe.setdefault(key, off)
     for key, off in bfm.RETIRED_ENTRIES.items():  # entries that have left the code: readable only where they were off
-        if key in recipe and recipe.pop(key) != off:
+        if key in recipe and recipe.pop(key) != off and off is not None:
             raise UserError(f"this run used {key}: {bfm.retired_entry_error(key)}")
     if "betas" in recipe:  # written before the table had a column per variant: one pair for G and D
         recipe["betas_g"] = recipe["betas_d"] = recipe.pop("betas")
