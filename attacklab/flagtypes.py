@@ -3,6 +3,8 @@ import argparse
 import json
 import math
 
+from attacklab.runtime import UserError
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, without the usage block."""
@@ -74,7 +76,6 @@ def recipe_with(recipe, items, retired=(), retired_error=None):
 
     `retired`: entries that have left the code, each refused with retired_error(key).
     """
-    from attacklab.runtime import UserError
     recipe = dict(recipe)
     for item in items:
         key, _, text = item.partition("=")

@@ -100,8 +100,9 @@ def cells_below(judged):
 
 SUMMARY_COLUMNS = ("runs", "private digits", "seeds", "target test acc.", "judge acc. on private train",
                    "attack, judge", "attack, judge seeds", "attack, evaluator seeds", "cells < 0.5 (judge)",
-                   "attack, judge and evaluator both", "coverage", "density", "no-leak, judge", "ignorant, judge (any private)", "aux as labelled, judge",
-                   "MI-FACE (ART's loop, defaults), judge", "MI-FACE (stop at p 0.99, 1,000 steps), judge")
+                   "attack, judge and evaluator both", "coverage", "density", "no-leak, judge",
+                   "ignorant, judge (any private)", "aux as labelled, judge", "MI-FACE (ART's loop, defaults), judge",
+                   "MI-FACE (stop at p 0.99, 1,000 steps), judge")
 HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells < 0.5 (judge)", "coverage",
                     "attack, evaluator seeds", "no-leak, judge", "ignorant, judge (any private)",
                     "aux as labelled, judge", "MI-FACE (ART's loop, defaults), judge")
@@ -127,7 +128,8 @@ def folder_summary(run_dir, runs):
              mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
              mean_std([j["accuracy"] for j in judged]), by_judge_seed, by_eval,
              f"{below} of {total}" if judged else "—",
-             mean_std([j.get("accuracy_with_evaluator") for j in judged]), mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
+             mean_std([j.get("accuracy_with_evaluator") for j in judged]),
+             mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
              mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),
              (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
               if ignorant else "—"),

@@ -146,7 +146,6 @@ def test_judge_metrics_count_per_digit_and_any_private_digit():
     assert m["counts"][0] == [6, 12] and m["per_digit"]["5"]["wilson95"][1] == pytest.approx(1.0)
 
 
-
 def test_a_texture_that_fools_only_the_judge_does_not_count_for_both():
     data = synthetic_splits((4, 1, 1))
     images, digits = data["train"]
@@ -168,6 +167,7 @@ def test_a_texture_that_fools_only_the_judge_does_not_count_for_both():
     assert judged["per_digit"]["8"]["accuracy"] == 1.0 and judged["per_digit"]["8"]["accuracy_with_evaluator"] == 0.0
     assert judged["per_digit"]["2"]["accuracy_with_evaluator"] == 1.0
     assert judged["accuracy_with_evaluator"] == pytest.approx(0.8)
+
 
 def _fake_run(folder, seed, per_digit_passes, n=10, digits=(5, 6, 7, 8, 9)):
     """A run folder with the fields tables.py reads (the attack and a no-leak control judged)."""
