@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
-from attacklab.losses import conditional_mmd2, excess_variation, surrogate_loss
+from attacklab.losses import conditional_mmd2, surrogate_loss
 from attacklab.runtime import progress, seeded_fork
 
 # ---------------------------------------------------------------------------
@@ -180,7 +180,6 @@ _RECIPE_ROWS = [
     ("mmd_weight",              0.0,                 10.0),    # class-conditional MMD to the real batch
     ("mmd_scales",              None,                [0.1, 0.3, 1.0, 3.0]),
     ("mmd_linear",              0.0,                 1.0),
-    ("tv_weight",               0.0,                 0.0),     # G's images no busier than the real batch (TV)
     ("translate",               0,                   3),       # DiffAugment shift of what D sees, px
     ("surrogate_weight",        0.0,                 1.0),     # the surrogate's cross-entropy for G
     ("surrogate_epochs",        0,                   3),
@@ -198,9 +197,10 @@ _RECIPE_ROWS = [
 # RETIRED_LATER); docs/dead_ends.md keeps their results and how to rerun them there.
 RETIRED_ENTRIES = {"mmd_patch": 0, "mmd_per_class": False, "surrogate_cutout_share": 1.0, "surrogate_cutout_until": 1.0,
                    "surrogate_floor": 0.0, "surrogate_balance": False, "mode_seeking": 0.0, "refit_queries": 0,
-                   "refit_epochs": 0, "g_average": 0.0, "g_slots": 1, "refit_rounds": 0, "refit_images": None}
+                   "refit_epochs": 0, "g_average": 0.0, "g_slots": 1, "refit_rounds": 0, "refit_images": None,
+                   "tv_weight": 0.0}
 RETIRED_AT = "8a51da0"
-RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33"}
+RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33", "tv_weight": "947127b"}
 
 
 def retired_entry_error(key):
@@ -362,15 +362,13 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
 
 def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None):
     """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
-    + tv_weight * excess_variation(G(z, y), x') + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
+    + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
     la, lb = (labels, asked) if same else (labels * 0, asked * 0)
     loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, la, lb, recipe["mmd_scales"], recipe["mmd_linear"])
     if recipe["adv_weight"] > 0:
         seen_by_d = translate(fake, recipe["translate"])
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
-    if recipe["tv_weight"] > 0:
-        loss = loss + recipe["tv_weight"] * excess_variation(fake, real)
     if surrogate is not None and recipe["surrogate_weight"] > 0:
         loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
     return loss

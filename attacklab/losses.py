@@ -23,17 +23,6 @@ def conditional_mmd2(a, b, labels_a, labels_b, scales, linear=0.0):
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
-def total_variation(x):
-    """Per image: the mean absolute difference between vertical neighbours plus that between horizontal ones."""
-    # x: (n, 1, 28, 28) -> (n,)
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3))
-
-
-def excess_variation(fake, real):
-    """How much busier G's images are than the real batch: the mean over fakes of max(0, TV(fake) - mean TV(real))."""
-    return F.relu(total_variation(fake) - total_variation(real).mean()).mean()
-
-
 def surrogate_loss(surrogate, fake, asked, recipe):
     """The surrogate's cross-entropy for the asked classes on G's images: shifted, then rotated and rescaled, partly
     hidden and noised if the recipe says (a new draw per image and call)."""

@@ -10,7 +10,6 @@ from attacklab import data, sampling
 from attacklab.api import PredictionAPI
 from attacklab.classifiers import predict_labels
 from attacklab.data import to_unit
-from attacklab.losses import excess_variation, total_variation
 from attacklab.metrics import accuracy_by_class
 from conftest import synthetic_splits
 
@@ -241,22 +240,6 @@ def test_conditional_mmd():
     assert bfm.conditional_mmd2(a, b, labels, labels, scales) > 0.1
     # the same images under other labels are a different labelled distribution
     assert bfm.conditional_mmd2(a, a, labels, (labels + 1) % 10, scales) > 0.1
-
-
-def test_the_variation_prior_charges_only_images_busier_than_the_real_batch():
-    stroke = torch.full((1, 1, 28, 28), -1.0)
-    stroke[..., 4:24, 12:15] = 1.0  # a 3-pixel-wide bar, in G's [-1, 1] range
-    stripes = torch.full((1, 1, 28, 28), -1.0)
-    stripes[..., ::2] = 1.0  # a texture: every other column lit
-    real = stroke.repeat(4, 1, 1, 1)
-    assert excess_variation(stroke, real) == 0
-    alone = excess_variation(stripes, real)
-    assert alone > 1.0
-    # a batch of one stroke and one texture pays for the texture only, per image
-    assert excess_variation(torch.cat([stroke, stripes]), real) == pytest.approx(alone.item() / 2, rel=1e-6)
-    stripes.requires_grad_(True)
-    excess_variation(stripes, real).backward()
-    assert total_variation(stripes.detach() - 0.1 * stripes.grad.sign()) < total_variation(stripes.detach())
 
 
 def test_generator_images_are_in_unit_range_and_deterministic():
