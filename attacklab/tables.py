@@ -64,6 +64,17 @@ def mean_std(values, digits=3):
     return f"{values.mean():.{digits}f}" if len(values) == 1 else f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
+def seeds_note(k, n):
+    """' [k of n seeds]' when only some of a folder's n seeds have a number, else ''."""
+    return "" if k in (0, n) else f" [{k} of {n} seeds]"
+
+
+def of_seeds(values, n, digits=3):
+    """mean_std of the values the seeds have (None: a seed without one), saying when some of the n seeds lack one."""
+    present = [v for v in values if v is not None]
+    return mean_std(present, digits) + seeds_note(len(present), n)
+
+
 def own_results(runs):
     """[each seed's own results.json] (its judge's numbers, its controls)."""
     return [own for own, _ in runs.values()]
@@ -111,7 +122,8 @@ HEADLINE_COLUMNS = ("runs", "private digits", "seeds", "attack, judge", "cells <
 def seeds_cell(runs, pick):
     """'m ± s (S) / ...': pick(results) over the run seeds, for each evaluator or judge seed S found (load_runs)."""
     found = sorted({s for _, by in runs.values() for s in by})
-    return " / ".join(f"{mean_std([pick(by[s]) for _, by in runs.values() if s in by])} ({s})" for s in found)
+    return " / ".join(f"{of_seeds([pick(by[s]) for _, by in runs.values() if s in by], len(runs))} ({s})"
+                      for s in found)
 
 
 def folder_summary(run_dir, runs):
@@ -123,19 +135,21 @@ def folder_summary(run_dir, runs):
     by_judge_seed = seeds_cell(load_runs(run_dir, "judge"), lambda r: r["attack"].get("judge", {}).get("accuracy"))
     below, total = cells_below(judged) if judged else (None, None)
     ignorant = judge_rows(own, "ignorant")
+    n = len(own)
+    control = {key: of_seeds([j["accuracy"] for j in judge_rows(own, key)], n)
+               for key in ("no_leak", "aux_as_labelled", "mi_face_art", "mi_face")}
+    if ignorant:  # its accuracy (the share the judge calls any private digit)
+        accuracy, any_private = (mean_std([j[k] for j in ignorant]) for k in ("accuracy", "any_private"))
+        control["ignorant"] = f"{accuracy} ({any_private})" + seeds_note(len(ignorant), n)
     cells = [Path(run_dir).as_posix(), " ".join(map(str, digits)), " ".join(str(s) for s in runs),
              mean_std([r["target"]["test_accuracy"] for r in own]),
              mean_std([r["judge"]["accuracy_on_private_train"] for r in own if r.get("judge")], 4),
              mean_std([j["accuracy"] for j in judged]), by_judge_seed, by_eval,
              f"{below} of {total}" if judged else "—",
-             mean_std([j.get("accuracy_with_evaluator") for j in judged]),
+             of_seeds([j.get("accuracy_with_evaluator") for j in judged], n),
              mean_std([j["coverage"] for j in judged]), mean_std([j["density"] for j in judged]),
-             mean_std([j["accuracy"] for j in judge_rows(own, "no_leak")]),
-             (f"{mean_std([j['accuracy'] for j in ignorant])} ({mean_std([j['any_private'] for j in ignorant])})"
-              if ignorant else "—"),
-             mean_std([j["accuracy"] for j in judge_rows(own, "aux_as_labelled")]),
-             mean_std([j["accuracy"] for j in judge_rows(own, "mi_face_art")]),
-             mean_std([j["accuracy"] for j in judge_rows(own, "mi_face")])]
+             control["no_leak"], control.get("ignorant", "—"), control["aux_as_labelled"], control["mi_face_art"],
+             control["mi_face"]]
     return dict(zip(SUMMARY_COLUMNS, cells))
 
 

@@ -224,6 +224,21 @@ def test_the_table_reports_each_judge_seed_beside_the_runs_own(tmp_path, capsys)
     assert columns["attack, evaluator seeds"] == "0.800 ± 0.000 (0)"  # the file of both is in neither column
 
 
+def test_a_number_that_only_some_seeds_have_says_how_many(tmp_path, capsys):
+    for seed in (1, 2):
+        results = _fake_run(tmp_path / "split", seed, [10] * 5)
+    results["controls"]["ignorant"] = {"judge": dict(results["controls"]["no_leak"]["judge"], accuracy=0.3)}
+    (tmp_path / "split" / "seed_2" / "results.json").write_text(json.dumps(results))  # added to seed 2 only
+    (tmp_path / "split" / "seed_2" / "results_evaluator1.json").write_text(
+        json.dumps(dict(results, evaluator={"seed": 1})))
+    assert tables.main([str(tmp_path / "split")]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    columns = dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (header, row))))
+    assert columns["ignorant, judge (any private)"] == "0.300 (1.000) [1 of 2 seeds]"
+    assert columns["attack, evaluator seeds"] == "0.800 ± 0.000 (0) / 0.800 [1 of 2 seeds] (1)"
+    assert columns["no-leak, judge"] == "0.100 ± 0.000"  # every seed has it: no note
+
+
 def test_a_seeds_summary_pools_the_judges_counts(tmp_path):
     runs = {1: _fake_run(tmp_path / "split", 1, [10, 10, 4, 10, 10]), 2: _fake_run(tmp_path / "split", 2, [10] * 5)}
     runs[2]["controls"].pop("mi_face_art")  # a control added to one seed only, later (--evaluate --controls)
