@@ -8,9 +8,9 @@ Each RUN_DIR is a --seeds folder (RUN_DIR/seed_<S>/results.json; results_evaluat
 results_judge<J>.json from --evaluate --evaluator_seed E or --judge_seed J) or one run folder. Prints, per
 folder: the attack and its controls by the held-out judge, the attack by each judge and evaluator seed
 found (mean ± sample std over seeds; "[k of n seeds]" where only some seeds have that number), how many
-(seed, digit) cells fall below 0.5, density and coverage; then per digit the pass counts pooled over seeds with a Wilson 95 % interval. Samples of one
-cell are not independent draws (G draws nearly one shape per digit): the cells are the honest unit, and
-the pooled interval is narrower than the truth.
+(seed, digit) cells fall below 0.5, density and coverage; then per digit the pass counts pooled over
+seeds with a Wilson 95 % interval. Samples of one cell are not independent draws (G draws nearly one
+shape per digit): the cells are the honest unit, and the pooled interval is narrower than the truth.
 """
 import argparse
 import json

@@ -11,6 +11,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ONE = """
@@ -45,11 +46,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     import torch
     times = {"before": [], "after": []}
-    for _ in range(args.repeats):
-        for side in ("before", "after"):
-            times[side].append(run_one(getattr(args, side), args, Path(f"/tmp/mi_face_{side}.pt")))
-            print(side, times[side][-1], flush=True)
-    a, b = torch.load("/tmp/mi_face_before.pt"), torch.load("/tmp/mi_face_after.pt")
+    with tempfile.TemporaryDirectory() as tmp:  # each side's images, private to this run
+        for _ in range(args.repeats):
+            for side in ("before", "after"):
+                times[side].append(run_one(getattr(args, side), args, Path(tmp) / f"{side}.pt"))
+                print(side, times[side][-1], flush=True)
+        a, b = torch.load(Path(tmp) / "before.pt"), torch.load(Path(tmp) / "after.pt")
     for rule in times["before"][0]:
         before = statistics.median(t[rule] for t in times["before"])
         after = statistics.median(t[rule] for t in times["after"])
