@@ -20,7 +20,7 @@ from attacklab.metrics import accuracy_by_class, scalar_metrics
 from attacklab.protocols import protocol_for
 from attacklab.report import save_grid, write_report
 from attacklab.runtime import write_json_atomic
-from attacklab.tables import cells_below, pooled_by_digit
+from attacklab.tables import cells_below, pooled_by_digit, seeds_note
 
 MONITOR = "monitor.json"
 
@@ -242,20 +242,26 @@ def summarise(all_results, path):
     held-out judge), the judge's passes per digit pooled over seeds with Wilson intervals; printed and written to path."""
     summary = {}
     first = next(iter(all_results.values()))
-    # a control added to some seeds only (--evaluate RUN --controls NAME) is summarised where every seed has it
-    shared = [c for c in first.get("controls", {}) if all(c in r.get("controls", {}) for r in all_results.values())]
-    keys = list(SUMMARY_KEYS) + [("controls", c) for c in shared]
-    for section, key in keys:
-        pick = (lambda r: r[section][key]["accuracy_by_evaluator"]) if section == "controls" else (
-            lambda r: r[section][key])
-        summary[f"{section}.{key}"] = _mean_std(f"{section}.{key}", [pick(r) for r in all_results.values()],
-                                                list(all_results))
+    seeds = list(all_results)
+    for section, key in SUMMARY_KEYS:
+        summary[f"{section}.{key}"] = _mean_std(f"{section}.{key}", [r[section][key] for r in all_results.values()],
+                                                seeds)
+    judged_all = all("judge" in r["attack"] for r in all_results.values())
+    if judged_all:
+        summary["judge.attack"] = _mean_std("attack by the held-out judge",
+                                            [r["attack"]["judge"]["accuracy"] for r in all_results.values()], seeds)
+    # a control added to some seeds only (--evaluate RUN --controls NAME) is summarised over the seeds that have it
+    names = list(dict.fromkeys(c for r in all_results.values() for c in r.get("controls", {})))
+    for name in names:
+        have = {s: r["controls"][name] for s, r in all_results.items() if name in r.get("controls", {})}
+        summary[f"controls.{name}"] = _mean_std(f"controls.{name}", [c["accuracy_by_evaluator"] for c in have.values()],
+                                                list(have), len(seeds))
+        judged = {s: c["judge"]["accuracy"] for s, c in have.items() if "judge" in c}
+        if judged and judged_all:
+            summary[f"judge.{name}"] = _mean_std(f"{name} by the held-out judge", list(judged.values()), list(judged),
+                                                 len(seeds))
     pooled = None
-    if all("judge" in r["attack"] for r in all_results.values()):
-        for name in ["attack"] + [c for c in shared if all("judge" in r["controls"][c] for r in all_results.values())]:
-            rows = [r["attack"] if name == "attack" else r["controls"][name] for r in all_results.values()]
-            summary[f"judge.{name}"] = _mean_std(f"{name} by the held-out judge", [m["judge"]["accuracy"] for m in rows],
-                                                 list(all_results))
+    if judged_all:
         judged = [r["attack"]["judge"] for r in all_results.values()]
         pooled = {str(d): p for d, p in pooled_by_digit(judged, first["private_digits"]).items()}
         below, total = cells_below(judged)
@@ -267,9 +273,10 @@ def summarise(all_results, path):
     return summary
 
 
-def _mean_std(name, values, seeds):
-    """{'mean', 'std' (sample), 'values'} of one metric over seeds, printed."""
+def _mean_std(name, values, seeds, n_seeds=None):
+    """{'mean', 'std' (sample), 'values', 'seeds'} of one metric over the seeds that have it (of n_seeds), printed."""
     values = torch.tensor(values, dtype=torch.float64)
     std = values.std().item() if len(values) > 1 else 0.0
-    print(f"{name}: {values.mean().item():.4f} ± {std:.4f} over seeds {seeds}")
-    return {"mean": values.mean().item(), "std": std, "values": values.tolist()}
+    note = seeds_note(len(seeds), n_seeds or len(seeds))
+    print(f"{name}: {values.mean().item():.4f} ± {std:.4f} over seeds {seeds}{note}")
+    return {"mean": values.mean().item(), "std": std, "values": values.tolist(), "seeds": list(seeds)}

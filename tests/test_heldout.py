@@ -239,15 +239,19 @@ def test_a_number_that_only_some_seeds_have_says_how_many(tmp_path, capsys):
     assert columns["no-leak, judge"] == "0.100 ± 0.000"  # every seed has it: no note
 
 
-def test_a_seeds_summary_pools_the_judges_counts(tmp_path):
+def test_a_seeds_summary_pools_the_judges_counts(tmp_path, capsys):
     runs = {1: _fake_run(tmp_path / "split", 1, [10, 10, 4, 10, 10]), 2: _fake_run(tmp_path / "split", 2, [10] * 5)}
     runs[2]["controls"].pop("mi_face_art")  # a control added to one seed only, later (--evaluate --controls)
     summary = evaluation.summarise(runs, tmp_path / "seeds_summary.json")
-    assert "controls.no_leak" in summary and "controls.mi_face_art" not in summary and "judge.mi_face_art" not in summary
+    assert summary["controls.no_leak"]["seeds"] == [1, 2]
+    assert summary["controls.mi_face_art"]["seeds"] == summary["judge.mi_face_art"]["seeds"] == [1]  # where it ran
+    assert summary["judge.mi_face_art"]["values"] == [runs[1]["controls"]["mi_face_art"]["judge"]["accuracy"]]
     written = json.loads((tmp_path / "seeds_summary.json").read_text())
     assert written["judge_pooled_by_digit"]["7"]["passed"] == 14 and written["judge_pooled_by_digit"]["7"]["n"] == 20
     assert summary["judge.cells_below_0.5"] == {"cells": 1, "of": 10}
     assert summary["judge.no_leak"]["mean"] == pytest.approx(0.1)
+    assert "[1 of 2 seeds]" in next(line for line in capsys.readouterr().out.splitlines()
+                                     if line.startswith("mi_face_art by the held-out judge"))
 
 
 def test_the_ignorant_target_knows_letters_only(tmp_path):
