@@ -162,8 +162,9 @@ def reference_features(model, reference):
 def judge_metrics(model, images01, asked, digits, ref):
     """What the held-out judge says of images meant as the digits `asked` (N,), per digit in the order of digits.
 
-    accuracy: judged as the asked digit; any_private: judged as any private digit; density and coverage
-    of each digit's images against the private train images of that digit (ref: their judge features).
+    accuracy: judged as the asked digit; any_private: judged as any private digit; called: how many were judged
+    as each digit 0-9; density and coverage of each digit's images against the private train images of that
+    digit (ref: their judge features).
     """
     feats, pred = judge_outputs(model, images01)
     hit = (pred == asked).float()
@@ -172,6 +173,7 @@ def judge_metrics(model, images01, asked, digits, ref):
     for d in digits:
         mine = asked == d
         per.append({"accuracy": hit[mine].mean().item(), "any_private": private[mine].float().mean().item(),
+                    "called": torch.bincount(pred[mine], minlength=N_CLASSES).tolist(),
                     **density_coverage(ref[d], feats[mine])})
         counts.append([int(hit[mine].sum().item()), int(mine.sum().item())])
     for p, (passed, n) in zip(per, counts):

@@ -100,6 +100,8 @@ def pooled_by_digit(judged, digits):
         both = [j["per_digit"][str(d)]["accuracy_with_evaluator"] for j in judged
                 if "accuracy_with_evaluator" in j["per_digit"][str(d)]]
         out[d]["with_evaluator"] = float(np.mean(both)) if len(both) == len(judged) else None  # runs judged before: none
+        called = [j["per_digit"][str(d)]["called"] for j in judged if "called" in j["per_digit"][str(d)]]
+        out[d]["called"] = np.sum(called, 0).tolist() if called and len(called) == len(judged) else None
     return out
 
 
@@ -167,7 +169,7 @@ def summary_table(run_dirs, columns=SUMMARY_COLUMNS):
 def digit_table(run_dirs, key="attack"):
     """Per digit of each folder: the row's passes pooled over seeds, Wilson 95 %, cells below 0.5, density, coverage."""
     lines = ["| runs | digit | passed / samples (pooled) | Wilson 95 % | cells < 0.5 | density | coverage | "
-             "judged any private digit | judge and evaluator both |", "| --- |" + " --- |" * 8]
+             "judged any private digit | judge and evaluator both | commonest wrong answer |", "| --- |" + " --- |" * 9]
     for run_dir in run_dirs:
         runs = load_runs(run_dir)
         own = own_results(runs) if runs else []
@@ -178,8 +180,18 @@ def digit_table(run_dirs, key="attack"):
             lines.append(f"| {Path(run_dir).as_posix()} | {d} | {p['passed']} / {p['n']} | "
                          f"{p['wilson95'][0]:.2f}–{p['wilson95'][1]:.2f} | {p['cells_below']} of {p['cells']} | "
                          f"{p['density']:.2f} | {p['coverage']:.2f} | {p['any_private']:.2f} | "
-                         f"{'—' if p['with_evaluator'] is None else format(p['with_evaluator'], '.2f')} |")
+                         f"{'—' if p['with_evaluator'] is None else format(p['with_evaluator'], '.2f')} | "
+                         f"{commonest_wrong(d, p['called'])} |")
     return "\n".join(lines)
+
+
+def commonest_wrong(digit, called):
+    """'4 (0.95)': the digit the judge most often named instead of the asked one, and its share; '—' if unrecorded."""
+    if called is None or sum(called) == 0:
+        return "—"
+    others = [(n, d) for d, n in enumerate(called) if d != digit]
+    n, d = max(others)
+    return f"{d} ({n / sum(called):.2f})" if n else "none"
 
 
 def extraction_table(run_dir):

@@ -144,6 +144,20 @@ def test_judge_metrics_count_per_digit_and_any_private_digit():
     assert math.isnan(m["per_digit"]["9"]["accuracy"])  # nothing asked as 9
     assert m["per_digit"]["2"]["accuracy"] == 0.5 and m["any_private"] == 1.0
     assert m["counts"][0] == [6, 12] and m["per_digit"]["5"]["wilson95"][1] == pytest.approx(1.0)
+    called = m["per_digit"]["2"]["called"]  # what the judge named the images asked as 2
+    assert called[2] == called[9] == 6 and sum(called) == 12 and len(called) == 10
+
+
+def test_the_digit_table_names_what_a_failed_digit_was_drawn_as(tmp_path):
+    for seed in (1, 2):
+        results = _fake_run(tmp_path / "split", seed, [10, 10, 10, 10, 3])
+        results["attack"]["judge"]["per_digit"]["9"]["called"] = [0, 0, 0, 0, 6, 0, 0, 1, 0, 3]  # mostly a 4
+        for d in "5678":
+            results["attack"]["judge"]["per_digit"][d]["called"] = [10 if i == int(d) else 0 for i in range(10)]
+        (tmp_path / "split" / f"seed_{seed}" / "results.json").write_text(json.dumps(results))
+    rows = {line.split("|")[2].strip(): line.split("|")[-2].strip()
+            for line in tables.digit_table([tmp_path / "split"]).splitlines()[2:]}
+    assert rows["9"] == "4 (0.60)" and rows["5"] == "none"
 
 
 def test_a_texture_that_fools_only_the_judge_does_not_count_for_both():
