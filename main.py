@@ -293,7 +293,11 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=Non
     """--evaluate: a finished run judged again (by another evaluator or judge if asked), plus add_controls."""
     cfg = load_run_config(run_dir, "--evaluate")
     flags, protocol = cfg["flags"], protocol_for(cfg["flags"])
-    flags["controls"] += [c for c in (add_controls or ()) if c != "none" and c not in flags["controls"]]
+    old = json.loads((Path(run_dir) / RESULTS).read_text()) if (Path(run_dir) / RESULTS).is_file() else {}
+    # the controls it ran, those an earlier --evaluate added, and those asked for now
+    for name in [*old.get("controls", {}), *(add_controls or ())]:
+        if name != "none" and name not in flags["controls"]:
+            flags["controls"].append(name)
     validate_controls(flags["controls"], flags["protocol"], flags["variant"])
     if flags["attack"] != "inversion":
         raise UserError(f"--evaluate recomputes inversion runs; {run_dir} ran --attack {flags['attack']}, "
@@ -313,7 +317,6 @@ def evaluate_run(run_dir, evaluator_seed=None, add_controls=None, judge_seed=Non
     judge, judge_info = evaluation.judge_stage(judge_flags, data, device, protocol.private_classes)
     metrics, grid_images = evaluation.final_evaluation(cfg, g, target, evaluator, paths, device, aux[0], judge)
     suffix = evaluation.results_suffix(flags, evaluator_seed, judge_seed)  # another judge's: beside the run's own
-    old = json.loads((paths["run"] / RESULTS).read_text()) if (paths["run"] / RESULTS).is_file() else {}
     # every control judged again (a generative one resumes its finished G), saved only by the run's own judges
     controls = run_controls(cfg, target, evaluator, aux, paths, device, reuse=False, save=not suffix, judge=judge)
     target_info = old.get("target") or {"val_accuracy": target_ckpt["val_accuracy"],

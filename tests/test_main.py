@@ -1,5 +1,6 @@
 """main.py end to end, as a user runs it, on a tiny ImageFolder tree with --dry_run."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,17 @@ def test_evaluate_recomputes_the_same_metrics_in_a_moved_folder(data_dir, tmp_pa
     after = json.loads((run_dir / "results.json").read_text())
     assert after["attack"] == before["attack"] and after["target"] == before["target"]
     assert after["history"] == before["history"]
+
+
+def test_evaluate_keeps_a_control_an_earlier_evaluate_added(finished, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)  # its config.json names the module's folder: only read from there
+    main_py("--evaluate", run_dir, "--controls", "no_leak")
+    added = json.loads((run_dir / "results.json").read_text())["controls"]["no_leak"]
+    main_py("--evaluate", run_dir)  # judged again, asked for nothing new: the added control is judged again too
+    again = json.loads((run_dir / "results.json").read_text())["controls"]
+    assert again["no_leak"]["accuracy_by_evaluator"] == added["accuracy_by_evaluator"]
+    assert set(again) == set(json.loads((finished / "results.json").read_text())["controls"]) | {"no_leak"}
 
 
 def test_an_ensemble_of_surrogates_is_saved_and_read_back_by_evaluate(data_dir, tmp_path):
