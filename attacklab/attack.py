@@ -122,8 +122,8 @@ def targets_from(answers):
 
 
 def new_generator(cfg):
-    """The run's G, untrained: the recipe's network, with the run's noise size."""
-    return bfm.GENERATORS[cfg["recipe"]["generator"]](input_dim=cfg["flags"]["dim_initial_vec"])
+    """The run's G, untrained, with the run's noise size."""
+    return bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"])
 
 
 def _build_gan(cfg, device):

@@ -207,7 +207,7 @@ def test_killed_mid_gan_and_resumed_gives_the_same_results(data_dir, tmp_path, r
                                             (["--recipe", "surrogate_models=0"], "whole number >= 1"),
                                             (["--recipe", "surrogate_affine=15"], "[15, 0.1]"),
                                             (["--recipe", "surrogate_cutout=30"], "from 0 (none) to 28"),
-                                            (["--recipe", 'generator="vae"'], '"strokes"'),
+                                            (["--recipe", 'generator="strokes"'], "docs/dead_ends.md"),
                                             (["--defence", "label_smoothing_neg", "--defence_strength", "0.1"], "below 0"),
                                             (["--defence_strength", "0.1"], "pick a --defence"),
                                             (["--defence", "dp_sgd", "--defence_strength", "0"], "above 0"),
