@@ -1,8 +1,9 @@
-"""How a disjoint-protocol target labels the attacker's 5-9 images (docs/disjoint.md): which aux digits teach which class.
+"""How a disjoint-protocol target labels the attacker's images (docs/disjoint.md): which aux digits teach which class.
 
     python experiments/aux_label_table.py runs/disjoint/seed_1
 
-Rows: the aux images' true digit (which the attacker never sees); columns: the API's label 0-4.
+Rows: the aux images' true digit (which the attacker never sees); columns: the API's answer, as the
+private digit it stands for (0-4 by default; the run's --private_digits otherwise).
 """
 import argparse
 import json
@@ -16,7 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from attacklab.classifiers import predict_labels  # noqa: E402
 from attacklab.data import load_data, to_unit  # noqa: E402
-from attacklab.protocols import PROTOCOLS  # noqa: E402
+from attacklab.protocols import protocol_for  # noqa: E402
 from attacklab.provider import load_target  # noqa: E402
 from attacklab.runtime import UserError  # noqa: E402
 
@@ -29,7 +30,7 @@ def main():
     flags = json.loads((run / "config.json").read_text())["flags"]
     if flags.get("protocol") != "disjoint":
         raise SystemExit(f"{run}: not a --protocol disjoint run")
-    protocol = PROTOCOLS["disjoint"]
+    protocol = protocol_for(flags)  # its private digits, 0-4 unless the run chose others
     try:
         target, _ = load_target(run / "models" / "target_best.pt", "cpu", "the run's target", protocol.n_classes,
                                 flags.get("defence", "none"))
@@ -38,7 +39,7 @@ def main():
     images, digits = protocol.aux(load_data(flags["data_dir"]), flags)  # exactly the attacker's images
     answers = predict_labels(target, to_unit(images))
     classes = range(protocol.n_classes)
-    print("| aux digit | " + " | ".join(f"API says {c}" for c in classes) + " |")
+    print("| aux digit | " + " | ".join(f"API says {protocol.private_classes[c]}" for c in classes) + " |")
     print("| --- |" + " --- |" * protocol.n_classes)
     for d in torch.unique(digits).tolist():
         a = answers[digits == d]

@@ -29,7 +29,7 @@ from attacklab.api import PredictionAPI  # noqa: E402
 from attacklab.attack import load_generator, load_surrogate  # noqa: E402
 from attacklab.classifiers import predict_labels  # noqa: E402
 from attacklab.evaluation import eval_requests  # noqa: E402
-from attacklab.protocols import PROTOCOLS  # noqa: E402
+from attacklab.protocols import protocol_for  # noqa: E402
 from attacklab.provider import load_target  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
 
@@ -63,7 +63,7 @@ def image_sets(run, n=100):
     """{set name: {class: images (n, 1, 28, 28) in [0, 1]}}, the API and the config of one run."""
     cfg = load_run_config(run, "label_robustness.py")  # checked, and read where the folder is now
     flags = cfg["flags"]
-    protocol = PROTOCOLS[flags["protocol"]]
+    protocol = protocol_for(flags)
     target, _ = load_target(Path(run) / "models" / "target_best.pt", "cpu", "label_robustness", protocol.n_classes,
                             flags.get("defence", "none"))
     api = PredictionAPI(target)

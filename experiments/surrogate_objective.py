@@ -19,7 +19,7 @@ from attacklab.attack import load_generator, load_surrogate  # noqa: E402
 from attacklab.data import load_data, to_unit  # noqa: E402
 from attacklab.evaluation import eval_requests  # noqa: E402
 from attacklab.losses import surrogate_loss  # noqa: E402
-from attacklab.protocols import PROTOCOLS  # noqa: E402
+from attacklab.protocols import protocol_for  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
 from attacklab.runtime import UserError  # noqa: E402
 
@@ -34,7 +34,7 @@ def objective(surrogate, images, c, recipe, draws=10):
 def run_row(run, n=100):
     """(G's term per class, real images' term per class) for one run folder."""
     cfg = load_run_config(run, "surrogate_objective.py")
-    protocol = PROTOCOLS[cfg["flags"]["protocol"]]
+    protocol = protocol_for(cfg["flags"])
     surrogate, _ = load_surrogate(Path(run) / "models" / "surrogate.pt", "cpu", protocol.n_classes,
                                   cfg["recipe"]["surrogate_models"])
     if surrogate is None:
