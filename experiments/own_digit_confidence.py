@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bf_mnist as bfm  # noqa: E402
 from attacklab import data as data_lib, sampling  # noqa: E402
 from attacklab.attack import load_generator  # noqa: E402
+from attacklab.classifiers import predict_logits  # noqa: E402
 from attacklab.evaluation import eval_requests  # noqa: E402
 from attacklab.protocols import protocol_for  # noqa: E402
 from attacklab.runfolder import load_run_config  # noqa: E402
@@ -36,9 +37,7 @@ def auroc(low, high):
 
 def scores(h, images01):
     """(maximum softmax, argmax) of h on images in [0, 1]."""
-    with torch.no_grad():
-        p = torch.cat([h(images01[i:i + 1000]).softmax(1) for i in range(0, len(images01), 1000)])
-    return p.max(1)
+    return predict_logits(h, images01).softmax(1).max(1)
 
 
 def main():
@@ -54,7 +53,7 @@ def main():
         data = data_lib.load_data(Path(flags["data_dir"]))
         aux_x, aux_digit = protocol.aux(data, flags)
         own = sorted(set(aux_digit.tolist()))  # the attacker's digits
-        index = torch.full((10,), -1, dtype=torch.int64)
+        index = torch.full((data_lib.N_CLASSES,), -1, dtype=torch.int64)
         index[own] = torch.arange(len(own))
         h, _ = bfm.train_surrogate(aux_x, index[aux_digit], 0, torch.device("cpu"), 3, n_classes=len(own))
         test_x, test_y = data["test"]
