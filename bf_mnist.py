@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
-from attacklab.losses import conditional_mmd2, own_class_loss, surrogate_loss
+from attacklab.losses import conditional_mmd2, surrogate_loss
 from attacklab.runtime import progress, seeded_fork
 
 # ---------------------------------------------------------------------------
@@ -191,8 +191,6 @@ _RECIPE_ROWS = [
     ("fake_labels",             "aux",               "aux"),   # classes asked of G: the aux batch's, or "uniform"
     ("d_conditional",           True,                True),    # False: D judges realism only, never the label
     ("mmd_conditional",         True,                True),    # False: MMD between G's batch and the aux batch as sets
-    ("generator",               "dcgan",             "dcgan"),  # G's network: the article's "dcgan", or "strokes"
-    ("own_weight",              0.0,                 0.0),     # G kept off the attacker's own labelled digits
 ]
 # Entries tried and not adopted, with the value that switched each off (None: any value, it mattered only with
 # another entry on): they left the code after commit RETIRED_AT (or the commit given for the entry in
@@ -200,9 +198,10 @@ _RECIPE_ROWS = [
 RETIRED_ENTRIES = {"mmd_patch": 0, "mmd_per_class": False, "surrogate_cutout_share": 1.0, "surrogate_cutout_until": 1.0,
                    "surrogate_floor": 0.0, "surrogate_balance": False, "mode_seeking": 0.0, "refit_queries": 0,
                    "refit_epochs": 0, "g_average": 0.0, "g_slots": 1, "refit_rounds": 0, "refit_images": None,
-                   "tv_weight": 0.0}
+                   "tv_weight": 0.0, "generator": "dcgan", "own_weight": 0.0}
 RETIRED_AT = "8a51da0"
-RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33", "tv_weight": "947127b"}
+RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33", "tv_weight": "947127b", "generator": "56333e9",
+                 "own_weight": "85a19a8"}
 
 
 def retired_entry_error(key):
@@ -266,11 +265,11 @@ def g_loss_through_frozen_d(d, fake, y_onehot):
 
 # ---------------------------------------------------------------------------
 # one GAN epoch of each variant: gan_epoch(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz,
-# api=None, surrogate=None, max_batches=None, own=None) -> (mean G loss, mean D loss)
+# api=None, surrogate=None, max_batches=None) -> (mean G loss, mean D loss)
 # ---------------------------------------------------------------------------
 
 def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                   max_batches=None, own=None):
+                   max_batches=None):
     """One epoch of the article's algorithm, defects kept.
 
     Reals stay in [0, 1] against Tanh fakes, D judges a fake with the API's label of that fake,
@@ -317,7 +316,7 @@ def gan_epoch_blog(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, n
 
 
 def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, device, nz, api=None, surrogate=None,
-                        max_batches=None, own=None):
+                        max_batches=None):
     """One epoch of the corrected attack; the API is not queried here at all.
 
     Reals are scaled to [-1, 1] like G's Tanh output; D judges (G(z, y), y), y the API's labels of the aux
@@ -354,7 +353,7 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
         z = torch.randn(n, nz, 1, 1, device=device)
         fake = g(z, y)
         loss_g = corrected_g_loss(d, fake, real, labels, asked, y_d[n:], dict(recipe, step=step, steps=len(batches)),
-                                  surrogate, own)
+                                  surrogate)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -362,9 +361,9 @@ def gan_epoch_corrected(g, d, opt_g, opt_d, aux_images, aux_labels, recipe, devi
     return float(np.mean(losses_g)), float(np.mean(losses_d))
 
 
-def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None, own=None):
+def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=None):
     """G's objective: adv_weight * -log D(G(z, y), y) + mmd_weight * MMD^2((x', y), (G(z, y), y))
-    + surrogate_weight * CE(surrogate(G(z, y)), y) + own_weight * own_class_loss(own, G(z, y)), y = asked."""
+    + surrogate_weight * CE(surrogate(G(z, y)), y), y = asked."""
     same = recipe["mmd_conditional"]  # False: the two batches compared as sets, labels ignored
     la, lb = (labels, asked) if same else (labels * 0, asked * 0)
     loss = recipe["mmd_weight"] * conditional_mmd2(real, fake, la, lb, recipe["mmd_scales"], recipe["mmd_linear"])
@@ -373,8 +372,6 @@ def corrected_g_loss(d, fake, real, labels, asked, y_d_fake, recipe, surrogate=N
         loss = loss + recipe["adv_weight"] * g_loss_through_frozen_d(d, seen_by_d, y_d_fake)
     if surrogate is not None and recipe["surrogate_weight"] > 0:
         loss = loss + recipe["surrogate_weight"] * surrogate_loss(surrogate, fake, asked, recipe)
-    if own is not None and recipe.get("own_weight", 0) > 0:
-        loss = loss + recipe["own_weight"] * own_class_loss(own, fake)
     return loss
 
 

@@ -136,9 +136,6 @@ def validate_args(args):
             raise UserError(error)
     recipe_for(args)  # a bad --recipe entry fails before any folder is made
     validate_controls(run_flags(args)["controls"], args.protocol, args.variant)
-    if recipe_for(args)["own_weight"] > 0 and (args.protocol != "disjoint" or args.variant != "corrected"):
-        raise UserError("--recipe own_weight keeps G away from the attacker's own digits, which only --protocol "
-                        "disjoint --variant corrected gives it: drop own_weight or use that protocol and variant")
     if args.attack != "inversion" and args.protocol != "same":
         raise UserError(f"--attack {args.attack} attacks the ten-digit target: drop --protocol {args.protocol}")
     if not args.training_flag and not args.train_model_dir:
@@ -233,8 +230,7 @@ def attack_and_judge(cfg, data, target, paths, device, logger, seconds):
     api = PredictionAPI(target, flags["query_budget"], flags["api_output"], flags["api_decimals"])
     monitor = evaluation.Monitor(cfg, target, evaluator, device, paths["run"], logger)
     outcome = attack.complete(attack.run_inversion(attack.attacker_config(cfg), api, aux[0], attack.attacker_paths(paths),
-                                                   device, logger, max_batches(flags), attack.own_labels(cfg, aux)),
-                              monitor)
+                                                   device, logger, max_batches(flags)), monitor)
     seconds.update(outcome.seconds)
     t0 = time.time()
     metrics, grid_images = evaluation.final_evaluation(cfg, outcome.g, target, evaluator, paths, device, aux[0], judge)

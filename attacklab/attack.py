@@ -20,7 +20,6 @@ from attacklab.protocols import protocol_for
 from attacklab.report import save_grid
 from attacklab.runtime import (check_finite, load_checkpoint, load_model, maybe_data_parallel, rng_state, save_checkpoint,
                                set_rng_state, set_seed, unwrap)
-from attacklab.strokes import StrokeGenerator
 
 
 # The flags that are the attacker's own settings; everything else in config.json is the experimenter's.
@@ -41,11 +40,6 @@ def attacker_config(cfg):
 def attacker_paths(paths):
     """The attacker's own outputs: its checkpoints (models/gan_last.pt, surrogate.pt) and its sample grids."""
     return {"models": paths["models"], "samples": paths["samples"]}
-
-
-def own_labels(cfg, aux):
-    """The attacker's own labels of its images (aux: (images, labels)) where its recipe uses them, else None."""
-    return aux[1] if cfg["recipe"].get("own_weight", 0) > 0 else None
 
 
 def complete(steps, on_epoch=None):
@@ -92,41 +86,20 @@ def surrogate_stage(cfg, images, labels, paths, device, max_batches=None):
     return model, info
 
 
-def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None, own_labels=None):
+def run_inversion(cfg, api, aux_images, paths, device, logger, max_batches=None):
     """The whole inversion attack: label the aux images through the API, surrogate, GAN.
 
     A generator: yields (epoch, G) after each GAN epoch is checkpointed; returns an InversionOutcome.
-    cfg is attacker_config's, paths attacker_paths'. own_labels: the attacker's own labels of its images (its
-    digits, none of them private), given only where the recipe's own_weight uses them (docs/heldout.md).
+    cfg is attacker_config's, paths attacker_paths'.
     """
-    own = own_stage(cfg, aux_images, own_labels, paths, device, max_batches)
     aux_images, answers = label_own_images(cfg, api, aux_images)
     aux_labels = as_labels(answers)
     t0 = time.time()
     surrogate, info = surrogate_stage(cfg, aux_images, answers, paths, device, max_batches)
     seconds = {"surrogate": time.time() - t0}
     g, history, seconds["gan"] = yield from train_gan_stage(cfg, (aux_images, aux_labels), api, paths, device, logger,
-                                                            surrogate, max_batches, own)
+                                                            surrogate, max_batches)
     return InversionOutcome(g, surrogate, info, history, seconds)
-
-
-def own_stage(cfg, images, own_labels, paths, device, max_batches=None):
-    """The attacker's classifier of its own digits (their labels 0..m-1 in digit order), or None when the recipe has
-    no own_weight; trained like the surrogate, kept in models/own_classifier.pt (a resumed run loads it)."""
-    if cfg["recipe"].get("own_weight", 0) <= 0:
-        return None
-    if own_labels is None:
-        raise ValueError("the recipe's own_weight needs the attacker's own labels of its images (own_labels)")
-    digits, index = torch.unique(own_labels, return_inverse=True)
-    path = paths["models"] / "own_classifier.pt"
-    if path.is_file():
-        return load_surrogate(path, device, len(digits))[0]
-    model, acc = bfm.train_surrogate(images, index, cfg["seed"] + 5, device, cfg["recipe"]["surrogate_epochs"],
-                                     max_batches=max_batches, n_classes=len(digits))
-    save_checkpoint("surrogate", path, model=model.state_dict(), info={"accuracy_on_own_labels": acc,
-                                                                       "digits": digits.tolist()})
-    print(f"classifier of the attacker's own digits {digits.tolist()}: accuracy {acc:.4f} on their labels")
-    return model
 
 
 def label_own_images(cfg, api, aux_images):
@@ -149,9 +122,8 @@ def targets_from(answers):
 
 
 def new_generator(cfg):
-    """The run's G, untrained: the recipe's network, with the run's noise size."""
-    network = {"dcgan": bfm.Generator, "strokes": StrokeGenerator}[cfg["recipe"]["generator"]]
-    return network(input_dim=cfg["flags"]["dim_initial_vec"])
+    """The run's G, untrained, with the run's noise size."""
+    return bfm.Generator(input_dim=cfg["flags"]["dim_initial_vec"])
 
 
 def _build_gan(cfg, device):
@@ -189,9 +161,9 @@ def sample_noise(cfg, device):
     return sampling.fixed_noise(10 * n_classes(cfg), cfg["flags"]["dim_initial_vec"], cfg["seed"] + 2, device)
 
 
-def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None, own=None):
+def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_batches=None):
     """Train G and D (resumable per checkpoint), yielding (epoch, G) after each epoch's checkpoint;
-    returns (G, history, seconds). aux: (images, the API's labels) for the GAN; own: own_stage's classifier."""
+    returns (G, history, seconds). aux: (images, the API's labels) for the GAN."""
     flags, variant, epochs = cfg["flags"], cfg["flags"]["variant"], cfg["flags"]["epochs_gan"]
     recipe = dict(cfg["recipe"], batch_size=flags["gan_batch_size"], n_classes=n_classes(cfg), epochs=epochs)
     last_path = paths["models"] / "gan_last.pt"
@@ -204,7 +176,7 @@ def train_gan_stage(cfg, aux, api, paths, device, logger, surrogate=None, max_ba
         bfm.set_epoch_learning_rates(opt_g, opt_d, recipe, epoch, epochs)
         loss_g, loss_d = bfm.GAN_EPOCH[variant](g_train, d_train, opt_g, opt_d, *aux, dict(recipe, epoch=epoch),
                                                 device, flags["dim_initial_vec"], api=api, surrogate=surrogate,
-                                                max_batches=max_batches, own=own)
+                                                max_batches=max_batches)
         seconds += time.time() - t0
         for name, value in (("G", loss_g), ("D", loss_d)):
             check_finite(value, f"GAN {name} loss at epoch {epoch}", last_path)

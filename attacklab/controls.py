@@ -173,7 +173,7 @@ def _generative(name, api, cfg, ctx):
     logger = Logger(sub["tensorboard"])
     try:
         steps = attack.run_inversion(attack.attacker_config(cfg), api, ctx["aux"][0], attack.attacker_paths(sub),
-                                     ctx["device"], logger, ctx["max_batches"], attack.own_labels(cfg, ctx["aux"]))
+                                     ctx["device"], logger, ctx["max_batches"])
         g = attack.complete(steps).g
     finally:
         logger.close()

@@ -58,9 +58,6 @@ RECIPE_CHECKS = {
                          "the hidden square's side in pixels, a whole number from 0 (none) to 28"),
     "surrogate_models": (lambda v: _number(v) and isinstance(v, int) and v >= 1,
                          "how many surrogates: a whole number >= 1"),
-    "generator": (lambda v: v in ("dcgan", "strokes"),
-                  'choose "dcgan" (the article\'s generator) or "strokes" (pen strokes, docs/heldout.md)'),
-    "own_weight": (lambda v: _number(v) and v >= 0, "a weight >= 0 (0: no term)"),
     "surrogate_affine": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) and x >= 0 for x in v),
                          "[largest rotation in degrees, largest relative change of scale], both >= 0: [15, 0.1]"),
 }

@@ -34,16 +34,3 @@ def surrogate_loss(surrogate, fake, asked, recipe):
     if recipe["surrogate_noise"] > 0:  # G must hold class c under noise: far from the boundaries
         seen = seen + recipe["surrogate_noise"] * torch.randn_like(seen)
     return F.cross_entropy(surrogate(seen), asked)
-
-
-# a sample may look like one of the attacker's own digits at odds of up to 9 to 1 (docs/heldout.md, candidate 4)
-OWN_ODDS = 9.0
-
-
-def own_class_loss(own, fake, odds=OWN_ODDS):
-    """How much more surely than `odds` to 1 the attacker's classifier of its own digits names G's images (0 below):
-    mean of relu(logit of its likeliest class - logsumexp of the others - log odds); images in [-1, 1]."""
-    logits = own((fake + 1) / 2)  # (n, m) over the attacker's own digits, on the API's [0, 1] scale
-    top = logits.max(1)
-    others = logits.masked_fill(F.one_hot(top.indices, logits.shape[1]).bool(), float("-inf"))
-    return F.relu(top.values - others.logsumexp(1) - torch.log(torch.tensor(odds))).mean()

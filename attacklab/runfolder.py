@@ -110,7 +110,7 @@ def upgrade_recipe(recipe, variant, protocol="same"):
     recipe = dict(recipe)
     # entries added since: off in the runs written before them
     for key, off in (("surrogate_noise", 0.0), ("surrogate_models", 1), ("surrogate_affine", [0, 0.0]),
-                     ("surrogate_cutout", 0), ("generator", "dcgan"), ("own_weight", 0.0)):
+                     ("surrogate_cutout", 0)):
         recipe.setdefault(key, off)
     for key, off in bfm.RETIRED_ENTRIES.items():  # entries that have left the code: readable only where they were off
         if key in recipe and recipe.pop(key) != off and off is not None:

@@ -9,7 +9,6 @@ import bf_mnist as bfm
 from attacklab import attack
 from attacklab.api import PredictionAPI, QueryBudgetExceeded
 from attacklab.report import Logger
-from attacklab.runtime import load_checkpoint
 from conftest import synthetic_splits
 
 CPU = torch.device("cpu")
@@ -83,24 +82,3 @@ def test_the_attack_reaches_the_target_only_through_the_api(tmp_path, variant):
     expected = 30 if variant == "corrected" else 30 + 2 * (3 + 1) * 10
     assert api.queries == expected
     assert len(outcome.history) == 2 and (tmp_path / "models" / "gan_last.pt").is_file()
-
-
-def test_the_own_class_term_trains_a_classifier_of_the_attackers_digits_and_needs_their_labels(tmp_path):
-    images, digits = synthetic_splits((3, 1, 1))["train"]  # 30 images, digits 0-9
-    keep = digits >= 5  # the attacker's own digits; the API answers 5 classes
-    images, digits = images[keep], digits[keep]
-    api = PredictionAPI(bfm.TargetModel(base_channel=4, n_classes=5).eval())
-    paths = {"models": tmp_path / "models", "samples": tmp_path / "samples"}
-    for p in paths.values():
-        p.mkdir()
-    cfg = {"seed": 1, "recipe": dict(bfm.default_recipe("corrected", "disjoint"), own_weight=1.0, surrogate_epochs=1),
-           "flags": {"variant": "corrected", "dim_initial_vec": 8, "gan_batch_size": 5, "epochs_gan": 1,
-                     "ngpu": 0, "checkpoint_every": 1, "n_classes": 5}}
-    logger = Logger(tmp_path / "tb")
-    with pytest.raises(ValueError, match="own labels"):
-        attack.complete(attack.run_inversion(cfg, api, images, paths, CPU, logger))
-    outcome = attack.complete(attack.run_inversion(cfg, api, images, paths, CPU, logger, own_labels=digits))
-    logger.close()
-    saved = load_checkpoint(tmp_path / "models" / "own_classifier.pt", "surrogate")
-    assert saved["info"]["digits"] == [5, 6, 7, 8, 9] and saved["model"]["net.11.weight"].shape[0] == 5
-    assert outcome.g is not None and api.queries == len(images)  # its labels cost no query

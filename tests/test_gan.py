@@ -1,6 +1,5 @@
 """What D sees in each variant, the article's schedule, and the attacker's query accounting."""
 import copy
-import math
 
 import pytest
 import torch
@@ -326,42 +325,3 @@ def test_an_ensemble_of_surrogates_gives_the_class_all_members_give():
     votes = bfm.SurrogateEnsemble([bfm.SurrogateClassifier(5) for _ in range(3)]).eval()
     assert torch.allclose(votes(x).exp().sum(1), torch.ones(7), atol=0.2)  # a geometric mean: close to 1, not above
     assert torch.equal(predict_labels(votes, x), votes(x).argmax(1))
-
-
-class LinearHead(nn.Module):
-    """A classifier of 'own digits' whose logits are fixed multiples of the mean pixel (on the [0, 1] scale)."""
-
-    def __init__(self, slopes):
-        super().__init__()
-        self.slopes = torch.tensor(slopes)
-
-    def forward(self, x):
-        return x.mean((1, 2, 3))[:, None] * self.slopes  # (n, m)
-
-
-def test_the_own_class_loss_charges_only_odds_above_nine_to_one():
-    from attacklab.losses import OWN_ODDS, own_class_loss
-    h = LinearHead([8.0, 0.0, 0.0])
-    # mean pixel m on [0, 1]: logits (8m, 0, 0), the likeliest class's odds exp(8m) / 2
-    for m, expected in ((0.25, 0.0), (1.0, 8.0 - math.log(2) - math.log(OWN_ODDS))):
-        fake = torch.full((4, 1, 28, 28), 2 * m - 1, requires_grad=True)
-        loss = own_class_loss(h, fake)
-        assert loss.item() == pytest.approx(max(expected, 0.0), rel=1e-5, abs=1e-6)
-        loss.backward()
-        assert (fake.grad.abs().sum() > 0) == (expected > 0)  # no push at all below the odds, a push above them
-
-
-def test_the_own_class_term_is_part_of_gs_objective_only_with_a_weight():
-    torch.manual_seed(0)
-    g, d = bfm.Generator(input_dim=4, base_channel=8), bfm.Discriminator(base_channel=8)
-    fake, real = g(torch.randn(6, 4, 1, 1), bfm.one_hot(torch.zeros(6, dtype=torch.long))), torch.rand(6, 1, 28, 28)
-    labels = torch.zeros(6, dtype=torch.long)
-    h = LinearHead([40.0, 0.0])  # sure of its first class for any image brighter than about a tenth
-    base = dict(bfm.default_recipe("corrected", "disjoint"), n_classes=5, translate=0)  # no random shift for D
-    plain = bfm.corrected_g_loss(d, fake, real, labels, labels, torch.zeros(6, 10), base)
-    ignored = bfm.corrected_g_loss(d, fake, real, labels, labels, torch.zeros(6, 10), base, own=h)
-    weighted = bfm.corrected_g_loss(d, fake, real, labels, labels, torch.zeros(6, 10), dict(base, own_weight=2.0),
-                                    own=h)
-    from attacklab.losses import own_class_loss
-    assert ignored.item() == pytest.approx(plain.item(), rel=1e-6)
-    assert weighted.item() == pytest.approx(plain.item() + 2.0 * own_class_loss(h, fake).item(), rel=1e-5)

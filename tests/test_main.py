@@ -308,10 +308,9 @@ def test_evaluate_with_another_judge_seed_writes_beside_the_results(finished):
 
 def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
     stored = {k: v for k, v in bfm.default_recipe("corrected", "disjoint").items()
-              if k not in ("surrogate_noise", "surrogate_cutout", "generator", "own_weight")}
+              if k not in ("surrogate_noise", "surrogate_cutout")}
     recipe = upgrade_recipe(dict(stored, lr_decay="linear"), "corrected", "disjoint")
     assert recipe["surrogate_noise"] == 0.0 and recipe["surrogate_cutout"] == 0  # not today's disjoint 0.3 and 14
-    assert recipe["generator"] == "dcgan" and recipe["own_weight"] == 0.0  # the only G there was, and no own term
     assert recipe["lr_decay"] == "linear" and recipe["surrogate_weight"] == stored["surrogate_weight"]
 
 

@@ -3,7 +3,6 @@ import torch
 import torch.nn as nn
 
 import bf_mnist as bfm
-from attacklab.strokes import StrokeGenerator, render_strokes
 
 
 def shapes_through(seq, x):
@@ -91,28 +90,3 @@ def test_a_wrong_composition_of_the_two_convolutions_is_caught():
     bias = conv2.bias + conv2.weight.sum((2, 3)) @ conv1.bias
     wrong = model.main[2:](nn.functional.conv2d(x, flipped, bias))
     assert close(model(x), plain) and not close(wrong, plain)
-
-
-def test_the_stroke_generator_draws_the_stroke_its_parameters_describe():
-    # one straight stroke along row 14 from x = 6 to x = 21, half-width 1.5 px, full ink
-    curve = torch.stack([torch.linspace(6, 21, 16), torch.full((16,), 14.0)], -1).view(1, 1, 16, 2)
-    g = StrokeGenerator()
-    x = render_strokes(curve, torch.tensor([[1.5]]), torch.tensor([[1.0]]), g.pixels, g.edge)[0, 0]  # (28, 28)
-    assert x.shape == (28, 28) and x.min() >= -1 and x.max() <= 1
-    # across the line, each pixel is 2 sigmoid((half-width - distance) / edge) - 1, the same all along it
-    d = (torch.arange(28.0) - 14).abs()
-    profile = 2 * torch.sigmoid((1.5 - d) / g.edge) - 1  # (28,)
-    assert torch.allclose(x[:, 6:22], profile[:, None].expand(28, 16), atol=1e-3)
-    assert (x[14, :3] < -0.95).all() and (x[14, 25:] < -0.95).all()  # beyond its ends: background
-
-
-def test_the_stroke_generator_trains_every_weight_and_follows_the_class():
-    torch.manual_seed(0)
-    g = StrokeGenerator(input_dim=8)
-    z, y = torch.randn(6, 8, 1, 1), bfm.one_hot(torch.tensor([0, 0, 0, 7, 7, 7]))
-    x = g(z, y)
-    assert x.shape == (6, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    x.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters())
-    assert not torch.allclose(g(z[:1], y[:1]), g(z[:1], y[3:4]))  # the class changes the drawing
-    assert set(g.state_dict()) == {k for k, _ in g.named_parameters()}  # the render grid is not in checkpoints
