@@ -1,6 +1,6 @@
 """Sweeps of main.py runs on Ray: each cell a task, finished cells skipped, a failed cell reported, not fatal.
 
-    python -m attacklab.sweep frontier --out runs/frontier                     # the full frontier (docs/defences.md)
+    python -m attacklab.sweep frontier --out results/frontier                  # the full frontier (docs/defences.md)
     python -m attacklab.sweep frontier --out runs/frontier_dry --dry_run --defences none mid=0.1 --seeds 1 --budgets
     python -m attacklab.sweep seeds --run_dir runs/heldout/odd --seeds 41 42 43 --main_args --protocol disjoint ...
 
