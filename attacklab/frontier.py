@@ -103,6 +103,8 @@ def summarise(out, cells):
                "test_accuracy": _mean_std([r["target"]["test_accuracy"] for r in finished])[:2],
                "attack_judge": _mean_std([_judge(r["attack"]) for r in finished])[:2],
                "attack_evaluator": _mean_std([r["attack"]["accuracy_by_evaluator"] for r in finished])[:2],
+               "attack_both": _mean_std([r["attack"].get("judge", {}).get("accuracy_with_evaluator")
+                                         for r in finished])[:2],
                "cells_below_half": sum(d["accuracy"] < 0.5 for r in finished
                                        for d in r["attack"].get("judge", {}).get("per_digit", {}).values()),
                "queries": _mean_std([r["attack"]["queries"] for r in finished])[0]}
@@ -122,15 +124,16 @@ def table_markdown(summary):
     """The frontier as a Markdown table (mean ± sample std over seeds)."""
     floor = summary["no_leak"]
     lines = ["| point | seeds | provider test acc | DP ε (δ = 1e-5) | attack, held-out judge | attack, evaluator "
-             "| (seed, digit) cells < 0.5 | above the no-leak floor |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| attack, judge and evaluator both | (seed, digit) cells < 0.5 | above the no-leak floor |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         if not r["seeds"]:
-            lines.append(f"| {r['point']} | 0 | — | — | — | — | — | — |")
+            lines.append(f"| {r['point']} | 0 | — | — | — | — | — | — | — |")
             continue
         gap = "—" if floor[0] is None else f"{r['attack_judge'][0] - floor[0]:+.3f}"
         lines.append(f"| {r['point']} | {r['seeds']} | {_fmt(r['test_accuracy'], 4)} | {_fmt(r.get('epsilon'), 2)} "
-                     f"| {_fmt(r['attack_judge'])} | {_fmt(r['attack_evaluator'])} | {r['cells_below_half']} | {gap} |")
+                     f"| {_fmt(r['attack_judge'])} | {_fmt(r['attack_evaluator'])} | {_fmt(r.get('attack_both'))} "
+                     f"| {r['cells_below_half']} | {gap} |")
     lines.append(f"\nNo-leak floor (the same attack against a hash API, held-out judge): {_fmt(floor[:2])} "
                  f"over {floor[2]} seeds.")
     return "\n".join(lines)
