@@ -100,11 +100,12 @@ def test_the_frontier_table_counts_what_the_judge_and_the_evaluator_both_read(tm
     cells = frontier.frontier_cells(["mid=0.1"], seeds=[1, 2, 3])
     for cell, both in zip(cells, (0.2, 0.6)):  # seed 3 never finished
         cell.folder(tmp_path).mkdir(parents=True)
-        attack = {"accuracy_by_evaluator": 0.9, "queries": 10, "judge": {"accuracy": 0.95, "accuracy_with_evaluator": both,
-                                                                        "per_digit": {}}}
+        judge = {"accuracy": 0.95, "accuracy_with_evaluator": both, "per_digit": {}}
         (cell.folder(tmp_path) / "results.json").write_text(json.dumps(
-            {"target": {"test_accuracy": 0.98, "defence": {}}, "attack": attack, "controls": {}}))
-    row = frontier.summarise(tmp_path, cells)["rows"][0]
+            {"target": {"test_accuracy": 0.98, "defence": {}}, "controls": {},
+             "attack": {"accuracy_by_evaluator": 0.9, "queries": 10, "judge": judge}}))
+    summary = frontier.summarise(tmp_path, cells)
+    row = summary["rows"][0]
     assert row["seeds"] == 2 and row["attack_both"][0] == pytest.approx(0.4) and row["attack_both"][1] > 0
-    assert "| attack, judge and evaluator both |" in frontier.table_markdown(frontier.summarise(tmp_path, cells))
-    assert "| 0.400 ± 0.283 |" in frontier.table_markdown(frontier.summarise(tmp_path, cells))
+    table = frontier.table_markdown(summary)
+    assert "| attack, judge and evaluator both |" in table and "| 0.400 ± 0.283 |" in table
