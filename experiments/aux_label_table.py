@@ -1,8 +1,8 @@
 """How a disjoint-protocol target labels the attacker's images (docs/disjoint.md): which aux digits teach which class.
 
-    python experiments/aux_label_table.py runs/disjoint/seed_1
+    python experiments/aux_label_table.py runs/disjoint/seed_1 [RUN ...]
 
-Rows: the aux images' true digit (which the attacker never sees); columns: the API's answer, as the
+One table per run. Rows: the aux images' true digit (which the attacker never sees); columns: the API's answer, as the
 private digit it stands for (0-4 by default; the run's --private_digits otherwise).
 """
 import argparse
@@ -24,9 +24,14 @@ from attacklab.runtime import UserError  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="a finished --protocol disjoint run (its models/target_best.pt)")
+    p.add_argument("run_dirs", nargs="+", help="finished --protocol disjoint runs (their models/target_best.pt)")
     args = p.parse_args()
-    run = Path(args.run_dir)
+    for run in args.run_dirs:
+        print_table(Path(run))
+
+
+def print_table(run):
+    """The share of each aux digit the run's target files under each private digit, and each label's count."""
     flags = json.loads((run / "config.json").read_text())["flags"]
     if flags.get("protocol") != "disjoint":
         raise SystemExit(f"{run}: not a --protocol disjoint run")
@@ -38,6 +43,7 @@ def main():
         raise SystemExit(str(exc)) from None
     images, digits = protocol.aux(load_data(flags["data_dir"]), flags)  # exactly the attacker's images
     answers = predict_labels(target, to_unit(images))
+    print(f"\n{run}")
     classes = range(protocol.n_classes)
     print("| aux digit | " + " | ".join(f"API says {protocol.private_classes[c]}" for c in classes) + " |")
     print("| --- |" + " --- |" * protocol.n_classes)
