@@ -23,7 +23,7 @@ OLDER_RUNS = {"protocol": "same", "query_budget": None, "controls": [], "recipe"
               "fgsm_eps": [], "fgsm_target": None, "extraction_digits": [3, 5], "extraction_budgets": [],
               "extraction_queries": [1], "extraction_decimals": [],
               "api_output": "label", "api_decimals": 1, "defence": "none", "smoothing": -0.05, "defence_strength": None,
-              "judge": "heldout", "judge_seed": 0}
+              "judge": "heldout", "judge_seed": 0, "aux_letters": 0}
 
 
 # flags read only by one attack: another attack's run does not differ by them
