@@ -27,8 +27,7 @@ from attacklab.classifiers import classifier_accuracy
 from attacklab.data import load_data
 from attacklab.extraction import add_extraction_arguments, run_extraction
 from attacklab.fgsm import DEFAULT_EPS, run_fgsm
-from attacklab.protocols import (DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS, aux_letters_error, private_digits_error,
-                                 protocol_for)
+from attacklab.protocols import DEFAULT_BUDGET, DEFAULT_EPOCHS_GAN, PROTOCOLS, private_digits_error, protocol_for
 from attacklab.report import Logger
 from attacklab.runfolder import (CONFIG, PATH_FLAGS, RESULTS, load_run_config, make_run_dirs, refuse_existing_run,
                                  resolve_paths, unread_flags)
@@ -82,9 +81,6 @@ def build_parser():
     p.add_argument("--private_digits", type=int, nargs="+", default=None, metavar="D",
                    help="--protocol disjoint: the provider's digits (default 0 1 2 3 4); the target's k outputs are "
                         "these digits in increasing order, and the attacker holds every image of every other digit")
-    p.add_argument("--aux_letters", type=int, default=0, metavar="N",
-                   help="--protocol disjoint: the attacker also holds N letters rendered from fonts, queried like its "
-                        "digits (a broader public prior; docs/heldout.md, round 2, candidate 5)")
     p.add_argument("--aux_split", choices=("test", "val"), default="test",
                    help="protocol same: the attacker's auxiliary images (unlabelled; the target labels them)")
     p.add_argument("--api_output", choices=API_OUTPUTS, default="label",
@@ -135,8 +131,7 @@ def validate_args(args):
     """Checks argparse cannot express; each failure is one UserError sentence."""
     if args.ngpu < 0:
         raise UserError(f"--ngpu must be 0 or more, got {args.ngpu}")
-    for error in (private_digits_error(args.protocol, args.private_digits), strength_error(args.defence, args.defence_strength),
-                  aux_letters_error(args.protocol, args.aux_letters)):
+    for error in (private_digits_error(args.protocol, args.private_digits), strength_error(args.defence, args.defence_strength)):
         if error:
             raise UserError(error)
     recipe_for(args)  # a bad --recipe entry fails before any folder is made

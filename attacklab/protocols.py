@@ -4,7 +4,7 @@ Adding a protocol is one entry in PROTOCOLS: its private digits and a function t
 attacker's images from the prepared data. `disjoint` takes any split of the digits
 (--private_digits): protocol_for(flags) builds it.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,15 +31,10 @@ def _member(labels, classes):
     return (labels[:, None] == torch.tensor(classes)[None, :]).any(1)
 
 
-def _letters(flags, n):
-    """n letters rendered from fonts (attacklab.letters; 200 at most in a dry run) and their letter indices."""
-    from attacklab.letters import load_letters
-    return load_letters(Path(flags["data_dir"]) / CACHE_DIR, n if not flags["dry_run"] else min(n, 200), seed=0)
-
-
 def _aux_letters(data, flags):
-    """`letters`: 20,000 letters rendered from fonts; their 'labels' are letter indices."""
-    return _letters(flags, 20000)
+    """`letters`: 20,000 letters rendered from fonts (attacklab.letters); their 'labels' are letter indices."""
+    from attacklab.letters import load_letters
+    return load_letters(Path(flags["data_dir"]) / CACHE_DIR, 20000 if not flags["dry_run"] else 200, seed=0)
 
 
 @dataclass(frozen=True)
@@ -119,34 +114,9 @@ def private_digits_error(protocol, digits):
     return None
 
 
-def _plus_letters(pick, n):
-    """The attacker's images plus n letters rendered from fonts, whose true label is -1 (not a digit)."""
-    def plus(data, flags):
-        images, labels = pick(data, flags)
-        letters, _ = _letters(flags, n)
-        return torch.cat([images, letters]), torch.cat([labels, torch.full((len(letters),), -1, dtype=labels.dtype)])
-    return plus
-
-
-def aux_letters_error(protocol, n):
-    """One sentence when --aux_letters cannot be used, else None."""
-    if n and protocol != "disjoint":
-        return f"--aux_letters adds letters to the attacker's digits in --protocol disjoint; drop it for --protocol {protocol}"
-    if n < 0:
-        return f"--aux_letters {n}: give a number of letters, 0 or more"
-    return None
-
-
 def protocol_for(flags):
-    """The run's Protocol: the named one, with --private_digits for `disjoint` (runs older than it: 0-4), and
-    --aux_letters letters beside the attacker's digits (docs/heldout.md, candidate 5)."""
+    """The run's Protocol: the named one, with --private_digits for `disjoint` (runs older than it: 0-4)."""
     digits = flags.get("private_digits")
     if flags["protocol"] != "disjoint" or digits is None or tuple(sorted(digits)) == DISJOINT_PRIVATE:
-        protocol = PROTOCOLS[flags["protocol"]]
-    else:
-        protocol = disjoint_protocol(digits)
-    n = flags.get("aux_letters", 0)
-    if not n:
-        return protocol
-    return replace(protocol, pick_aux=_plus_letters(protocol.pick_aux, n),
-                   summary=f"{protocol.summary}, and {n} letters rendered from fonts")
+        return PROTOCOLS[flags["protocol"]]
+    return disjoint_protocol(digits)

@@ -23,7 +23,9 @@ OLDER_RUNS = {"protocol": "same", "query_budget": None, "controls": [], "recipe"
               "fgsm_eps": [], "fgsm_target": None, "extraction_digits": [3, 5], "extraction_budgets": [],
               "extraction_queries": [1], "extraction_decimals": [],
               "api_output": "label", "api_decimals": 1, "defence": "none", "smoothing": -0.05, "defence_strength": None,
-              "judge": "heldout", "judge_seed": 0, "aux_letters": 0}
+              "judge": "heldout", "judge_seed": 0}
+# flags tried and not adopted: the value that switched each off, and the commit that reruns it (docs/dead_ends.md)
+RETIRED_FLAGS = {"aux_letters": (0, "9886998")}
 
 
 # flags read only by one attack: another attack's run does not differ by them
@@ -85,6 +87,10 @@ def load_run_config(run_dir, flag):
                         "or written by another version of main.py; pass a run folder written by this one")
     for key, value in OLDER_RUNS.items():  # flags added since: what a run written before them did
         flags.setdefault(key, value)
+    for key, (off, commit) in RETIRED_FLAGS.items():  # flags that have left the code: readable only where off
+        if flags.pop(key, off) != off:
+            raise UserError(f"{path} was run with --{key}, which was tried and not adopted and has left the code; "
+                            f"docs/dead_ends.md gives its results, and `git checkout {commit}` reruns it")
     flags.setdefault("private_digits", list(PROTOCOLS[flags["protocol"]].private_classes))
     relocate(flags, run_dir)
     cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import bf_mnist as bfm
-from attacklab.runfolder import upgrade_recipe
+from attacklab.runfolder import RETIRED_FLAGS, load_run_config, upgrade_recipe
 from attacklab.runtime import UserError
 from conftest import REPO
 
@@ -312,6 +312,18 @@ def test_a_recipe_from_before_an_entry_existed_reads_that_entry_as_off():
     recipe = upgrade_recipe(dict(stored, lr_decay="linear"), "corrected", "disjoint")
     assert recipe["surrogate_noise"] == 0.0 and recipe["surrogate_cutout"] == 0  # not today's disjoint 0.3 and 14
     assert recipe["lr_decay"] == "linear" and recipe["surrogate_weight"] == stored["surrogate_weight"]
+
+
+def test_a_run_with_a_flag_that_left_the_code_reads_only_where_it_was_off(finished, tmp_path):
+    cfg = json.loads((finished / "config.json").read_text())
+    for value, readable in ((0, True), (20000, False)):
+        cfg["flags"]["aux_letters"] = value
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        if readable:
+            assert "aux_letters" not in load_run_config(tmp_path, "--evaluate")["flags"]
+        else:
+            with pytest.raises(UserError, match=f"git checkout {RETIRED_FLAGS['aux_letters'][1]}"):
+                load_run_config(tmp_path, "--evaluate")
 
 
 def test_a_recipe_with_an_entry_that_left_the_code_reads_only_where_it_was_off():

@@ -5,7 +5,7 @@ import torch
 import bf_mnist as bfm
 from attacklab.controls import NoLeakAPI, TrueLabelAPI, aux_as_labelled, mi_face
 from attacklab.metrics import nearest_distance
-from attacklab.protocols import PROTOCOLS, aux_letters_error, protocol_for
+from attacklab.protocols import PROTOCOLS
 from attacklab.runtime import UserError
 from conftest import synthetic_splits
 
@@ -24,20 +24,6 @@ def test_disjoint_keeps_private_and_attacker_digits_apart():
     private_bytes = {bytes(x.numpy()) for s in private.values() for x in s[0]}
     assert not private_bytes & {bytes(x.numpy()) for x in aux_images}
     assert p.n_classes == 5
-
-
-def test_aux_letters_adds_letters_and_nothing_private(tmp_path):
-    data = synthetic_splits((4, 3, 2))
-    flags = {"protocol": "disjoint", "private_digits": [1, 3, 5, 7, 9], "aux_letters": 30, "data_dir": str(tmp_path),
-             "dry_run": False}
-    p = protocol_for(flags)
-    images, labels = p.aux(data, flags)
-    digits_only, digit_labels = protocol_for(dict(flags, aux_letters=0)).aux(data, flags)
-    assert torch.equal(images[:len(digits_only)], digits_only) and len(images) == len(digits_only) + 30
-    assert torch.equal(labels, torch.cat([digit_labels, torch.full((30,), -1)]))  # letters: not a digit
-    assert not set(labels.tolist()) & {1, 3, 5, 7, 9} and p.private_classes == (1, 3, 5, 7, 9)
-    assert images[len(digits_only):].float().mean() > 0  # rendered glyphs, not blank images
-    assert aux_letters_error("same", 30) and aux_letters_error("disjoint", -1) and not aux_letters_error("disjoint", 30)
 
 
 def test_same_is_the_articles_setting():
