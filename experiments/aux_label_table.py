@@ -2,8 +2,8 @@
 
     python experiments/aux_label_table.py runs/disjoint/seed_1 [RUN ...]
 
-One table per run. Rows: the aux images' true digit (which the attacker never sees); columns: the API's answer, as the
-private digit it stands for (0-4 by default; the run's --private_digits otherwise).
+One table per run. Rows: the aux images' true digit (which the attacker never sees); columns: the API's
+answer, as the private digit it stands for (0-4 by default; the run's --private_digits otherwise).
 """
 import argparse
 import json
