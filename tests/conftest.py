@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic MNIST-like data so the suite runs in minutes on 2 CPU cores."""
 import gzip
+import math
 import pickle
 import sys
 from pathlib import Path
@@ -12,6 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from attacklab import data  # noqa: E402
+
+
+def same_numbers(a, b, rel=1e-5):
+    """Two JSON trees equal, floats up to rel of their size (a recomputation may round the last bits otherwise)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_numbers(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same_numbers(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=rel) or (math.isnan(a) and math.isnan(b))
+    return a == b
 
 
 def synthetic_splits(per_class=(6, 3, 3), seed=0):
