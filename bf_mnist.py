@@ -204,10 +204,15 @@ RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33", "tv_weigh
                  "own_weight": "85a19a8"}
 
 
+def retired_error(what, commit):
+    """One sentence for a recipe entry or flag that has left the code: where its results are, how to rerun it."""
+    return (f"{what} was tried and not adopted, and has left the code; docs/dead_ends.md gives its results, and "
+            f"`git checkout {commit}` reruns it")
+
+
 def retired_entry_error(key):
     """One sentence for a recipe entry that has left the code."""
-    return (f"the recipe entry {key!r} was tried and not adopted, and has left the code; docs/dead_ends.md gives its "
-            f"results, and `git checkout {RETIRED_LATER.get(key, RETIRED_AT)}` reruns it")
+    return retired_error(f"the recipe entry {key!r}", RETIRED_LATER.get(key, RETIRED_AT))
 
 
 # What a protocol changes in the corrected recipe. When the attacker's images are not of the private

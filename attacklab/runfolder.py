@@ -89,8 +89,7 @@ def load_run_config(run_dir, flag):
         flags.setdefault(key, value)
     for key, (off, commit) in RETIRED_FLAGS.items():  # flags that have left the code: readable only where off
         if flags.pop(key, off) != off:
-            raise UserError(f"{path} was run with --{key}, which was tried and not adopted and has left the code; "
-                            f"docs/dead_ends.md gives its results, and `git checkout {commit}` reruns it")
+            raise UserError(bfm.retired_error(f"{path} was run with --{key}, which", commit))
     flags.setdefault("private_digits", list(PROTOCOLS[flags["protocol"]].private_classes))
     relocate(flags, run_dir)
     cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])

@@ -26,11 +26,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="finished --protocol disjoint runs (their models/target_best.pt)")
     args = p.parse_args()
+    datasets = {}  # MNIST read once per data folder, however many runs share it
     for run in args.run_dirs:
-        print_table(Path(run))
+        print_table(Path(run), datasets)
 
 
-def print_table(run):
+def print_table(run, datasets):
     """The share of each aux digit the run's target files under each private digit, and each label's count."""
     flags = json.loads((run / "config.json").read_text())["flags"]
     if flags.get("protocol") != "disjoint":
@@ -41,7 +42,9 @@ def print_table(run):
                                 flags.get("defence", "none"))
     except UserError as exc:
         raise SystemExit(str(exc)) from None
-    images, digits = protocol.aux(load_data(flags["data_dir"]), flags)  # exactly the attacker's images
+    if flags["data_dir"] not in datasets:
+        datasets[flags["data_dir"]] = load_data(flags["data_dir"])
+    images, digits = protocol.aux(datasets[flags["data_dir"]], flags)  # exactly the attacker's images
     answers = predict_labels(target, to_unit(images))
     print(f"\n{run}")
     classes = range(protocol.n_classes)
