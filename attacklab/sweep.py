@@ -92,7 +92,7 @@ def run_on_ray(cells, out, argv_of, address=None, cpus=None, cpus_per_cell=1, gp
                 outcome = ray.get(ready[0])
             except Exception as exc:  # the task itself died (a worker lost): the cell failed, the others go on
                 outcome = {"rc": f"lost ({type(exc).__name__})", "seconds": 0.0, "log": "(none)"}
-            where = f"[{n}/{len(todo)}] {cell.point} seed {cell.seed}"
+            where = f"[{n}/{len(todo)}] {cell_name(cell)}"
             if outcome["rc"] == 0 and (cell.folder(out) / "results.json").is_file():
                 log(f"{where}: {headline(cell.folder(out))} ({outcome['seconds']:.0f} s)")
             else:
@@ -103,11 +103,16 @@ def run_on_ray(cells, out, argv_of, address=None, cpus=None, cpus_per_cell=1, gp
         ray.shutdown()
 
 
+def cell_name(cell):
+    """How logs name a cell: "mid_0.1 seed 2", or "seed 2" for a --seeds folder's."""
+    return f"{cell.point} seed {cell.seed}".lstrip()
+
+
 class SeedCell:
     """One seed of a --seeds folder: RUN_DIR/seed_<S>, main.py's flags plus --seed S."""
 
     def __init__(self, seed, flags):
-        self.seed, self.flags, self.point = seed, list(flags), "seed"
+        self.seed, self.flags, self.point = seed, list(flags), ""  # no defence point: named by its seed alone
 
     def folder(self, out):
         return Path(out) / f"seed_{self.seed}"
@@ -203,7 +208,7 @@ def main(argv=None):
     print(frontier.table_markdown(summary))
     print(f"frontier.md, frontier.json and frontier.png in {out}")
     if failed:
-        print(f"sweep: {len(failed)} cell(s) failed: {', '.join(f'{c.point} seed {c.seed}' for c in failed)}; "
+        print(f"sweep: {len(failed)} cell(s) failed: {', '.join(cell_name(c) for c in failed)}; "
               "rerun the same command to retry them", file=sys.stderr)
         return 1
     return 0

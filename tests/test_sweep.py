@@ -77,6 +77,7 @@ def test_seeds_run_as_ray_tasks_and_a_folder_of_other_flags_is_refused(shared_tr
     summary = json.loads((base / "seeds_summary.json").read_text())
     assert summary["seeds"] == [1, 2] and len(summary["summary"]["attack.accuracy_by_evaluator"]["values"]) == 2
     assert json.loads((base / "seed_2" / "config.json").read_text())["seed"] == 2
+    assert "] seed 2: " in proc.stdout and "seed seed" not in proc.stdout  # each finished cell named once
     other = subprocess.run([*cmd, "--main_args", *flags, "--epochs_gan", "2"], capture_output=True, text=True,
                            cwd=REPO, timeout=HANG)
     assert other.returncode == 2 and "was run with other flags" in other.stderr
