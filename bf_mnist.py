@@ -12,7 +12,7 @@ from attacklab.api import as_labels
 from attacklab.classifiers import adam, shift_2px, train_classifier_epoch
 from attacklab.data import N_CLASSES, batch_indices, one_hot, to_unit, translate
 from attacklab.losses import conditional_mmd2, surrogate_loss
-from attacklab.runtime import progress, seeded_fork
+from attacklab.runtime import progress, retired_error, seeded_fork
 
 # ---------------------------------------------------------------------------
 # networks (shapes as in the article; comments give one sample's shape)
@@ -202,12 +202,6 @@ RETIRED_ENTRIES = {"mmd_patch": 0, "mmd_per_class": False, "surrogate_cutout_sha
 RETIRED_AT = "8a51da0"
 RETIRED_LATER = {"refit_rounds": "5375e33", "refit_images": "5375e33", "tv_weight": "947127b", "generator": "56333e9",
                  "own_weight": "85a19a8"}
-
-
-def retired_error(what, commit):
-    """One sentence for a recipe entry or flag that has left the code: where its results are, how to rerun it."""
-    return (f"{what} was tried and not adopted, and has left the code; docs/dead_ends.md gives its results, and "
-            f"`git checkout {commit}` reruns it")
 
 
 def retired_entry_error(key):

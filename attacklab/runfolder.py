@@ -5,7 +5,7 @@ from pathlib import Path
 
 import bf_mnist as bfm
 from attacklab.protocols import PROTOCOLS
-from attacklab.runtime import UserError
+from attacklab.runtime import UserError, retired_error
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = "results.json"
@@ -89,7 +89,7 @@ def load_run_config(run_dir, flag):
         flags.setdefault(key, value)
     for key, (off, commit) in RETIRED_FLAGS.items():  # flags that have left the code: readable only where off
         if flags.pop(key, off) != off:
-            raise UserError(bfm.retired_error(f"{path} was run with --{key}, which", commit))
+            raise UserError(retired_error(f"{path} was run with --{key}, which", commit))
     flags.setdefault("private_digits", list(PROTOCOLS[flags["protocol"]].private_classes))
     relocate(flags, run_dir)
     cfg["recipe"] = upgrade_recipe(cfg.get("recipe"), flags["variant"], flags["protocol"])

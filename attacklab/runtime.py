@@ -21,6 +21,12 @@ class UserError(Exception):
 # seed and device
 # ---------------------------------------------------------------------------
 
+def retired_error(what, commit):
+    """One sentence for a recipe entry or flag that has left the code: where its results are, how to rerun it."""
+    return (f"{what} was tried and not adopted, and has left the code; docs/dead_ends.md gives its results, and "
+            f"`git checkout {commit}` reruns it")
+
+
 def set_seed(seed):
     """Seed Python, NumPy and torch (all devices) from one integer."""
     random.seed(seed)
