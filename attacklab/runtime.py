@@ -17,15 +17,15 @@ class UserError(Exception):
     """A problem the user can fix; main.py prints it as one line and exits with status 2."""
 
 
-# ---------------------------------------------------------------------------
-# seed and device
-# ---------------------------------------------------------------------------
-
 def retired_error(what, commit):
     """One sentence for a recipe entry or flag that has left the code: where its results are, how to rerun it."""
     return (f"{what} was tried and not adopted, and has left the code; docs/dead_ends.md gives its results, and "
             f"`git checkout {commit}` reruns it")
 
+
+# ---------------------------------------------------------------------------
+# seed and device
+# ---------------------------------------------------------------------------
 
 def set_seed(seed):
     """Seed Python, NumPy and torch (all devices) from one integer."""
